@@ -1,0 +1,36 @@
+# ostinato — the newcomer's two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CACHE ?= $(HOME)/.cache/ostinato
+DEMO_MODEL := $(CACHE)/models/random-base-int8
+DEMO_WAV := ostinato/data/demo.wav
+
+.PHONY: setup demo test bench bench-full clean-cache
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/setup-system.sh
+	bash scripts/setup-system.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[export,dev,bench]'
+	touch $@
+
+# Exports random:base (random weights, same architecture as wav2vec2-base) as int8 once,
+# then extracts features from the shipped demo WAV and prints a summary.
+demo: setup
+	test -f $(DEMO_MODEL)/ostinato.json || $(PY) -m ostinato export wav2vec2 --model random:base --precision int8 --layers 6,12 --out $(DEMO_MODEL)
+	$(PY) -m ostinato features $(DEMO_WAV) --model $(DEMO_MODEL) --out $(CACHE)/demo-features.npy
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/bench_wav2vec2.py --quick
+
+bench-full: setup
+	$(PY) bench/bench_wav2vec2.py
+
+clean-cache:
+	rm -rf $(CACHE)

@@ -1,0 +1,55 @@
+"""Errors raised by :mod:`ostinato.export`."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ExportError",
+    "SourceModelError",
+    "UnsupportedArchitectureError",
+    "ShapeMismatchError",
+    "ToleranceError",
+    "MemoryBudgetError",
+]
+
+
+class ExportError(Exception):
+    """Base of every export error; ``hint`` says what the user can do."""
+
+    default_hint = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{base} (hint: {self.hint})" if self.hint else base
+
+
+class SourceModelError(ExportError, FileNotFoundError):
+    """The source model directory is missing, incomplete or unreadable."""
+
+    default_hint = (
+        "pass a directory written by save_pretrained (config.json + model.safetensors or "
+        "pytorch_model.bin), or random:base|random:large|random:tiny"
+    )
+
+
+class UnsupportedArchitectureError(ExportError, ValueError):
+    """The source config names an architecture this exporter does not handle."""
+
+    default_hint = "ostinato exports Wav2Vec2 (model_type 'wav2vec2') and GAMA checkpoints"
+
+
+class ShapeMismatchError(ExportError, ValueError):
+    """ONNX Runtime and PyTorch outputs differ in shape."""
+
+
+class ToleranceError(ExportError, ValueError):
+    """ONNX Runtime and PyTorch outputs differ beyond the allowed tolerance."""
+
+    default_hint = "report the figures in an issue, or pass --no-validate to keep the model anyway"
+
+
+class MemoryBudgetError(ExportError, MemoryError):
+    """The export would need more memory than this machine has."""

@@ -1,0 +1,65 @@
+"""Errors raised by :mod:`ostinato.runtime`.
+
+Every error has a single base, :class:`SessionError`, and also inherits the builtin it
+resembles, so callers can catch either. Each carries a ``hint``: what the user can do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SessionError",
+    "ModelNotFoundError",
+    "ModelLoadError",
+    "ManifestError",
+    "ProviderUnavailableError",
+    "InputError",
+]
+
+
+class SessionError(Exception):
+    """Base of every runtime error.
+
+    Args:
+        message: What went wrong, with the offending value.
+        hint: What to do about it (shown to users by the CLI and the service).
+    """
+
+    default_hint = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{base} (hint: {self.hint})" if self.hint else base
+
+
+class ModelNotFoundError(SessionError, FileNotFoundError):
+    """A model directory, manifest or ONNX file does not exist."""
+
+    default_hint = "export a model first: ostinato export wav2vec2 --model random:base --out DIR"
+
+
+class ModelLoadError(SessionError, RuntimeError):
+    """An ONNX file exists but ONNX Runtime cannot load it (truncated, corrupted, wrong opset)."""
+
+    default_hint = "the file is damaged or incompatible: export it again with ostinato export"
+
+
+class ManifestError(SessionError, ValueError):
+    """``ostinato.json`` is missing fields, malformed, or from a newer format."""
+
+    default_hint = "re-export the model with this version of ostinato"
+
+
+class ProviderUnavailableError(SessionError, RuntimeError):
+    """A requested execution provider is not available and fallback was not allowed."""
+
+    default_hint = "install the CUDA 12 runtime libraries (cuDNN 9, cuBLAS) or run with --provider cpu"
+
+
+class InputError(SessionError, ValueError):
+    """Audio or tensors handed to a model are invalid (rate, dims, dtype, NaN/Inf)."""
+
+    default_hint = "send finite float32 mono audio at the model's sample rate"
