@@ -8,9 +8,16 @@ from ostinato.runtime.errors import (
     ProviderUnavailableError,
     SessionError,
 )
+from ostinato.runtime.features import Features, num_frames
 from ostinato.runtime.manifest import Manifest, OutputSpec
+from ostinato.runtime.providers import probe_providers, resolve_providers
+from ostinato.runtime.registry import load_model, model_class_for
+from ostinato.runtime.session import InferenceError, Session, SessionConfig
+from ostinato.runtime.wav2vec2 import Wav2Vec2Model
 
 __all__ = [
+    "Features",
+    "InferenceError",
     "InputError",
     "Manifest",
     "ManifestError",
@@ -18,5 +25,13 @@ __all__ = [
     "ModelNotFoundError",
     "OutputSpec",
     "ProviderUnavailableError",
+    "Session",
+    "SessionConfig",
     "SessionError",
+    "Wav2Vec2Model",
+    "load_model",
+    "model_class_for",
+    "num_frames",
+    "probe_providers",
+    "resolve_providers",
 ]

@@ -1,0 +1,327 @@
+"""Wav2Vec2 on ONNX Runtime: features with exact frame times, batched windows, CTC decoding.
+
+The exported graph takes raw 16 kHz float32 audio ``input_values [B, N]``. Models whose
+feature extractor normalises each input (``do_normalize``) expect zero-mean, unit-variance
+audio; the graph does not contain that step, so :class:`Wav2Vec2Model` applies it per row,
+as ``Wav2Vec2FeatureExtractor`` does per utterance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ostinato.runtime.errors import InputError, ManifestError, ModelNotFoundError, SessionError
+from ostinato.runtime.features import Features, frame_starts, num_frames
+from ostinato.runtime.manifest import Manifest
+from ostinato.runtime.session import Session, SessionConfig
+
+__all__ = ["Wav2Vec2Model", "DEFAULT_MAX_WINDOW_S", "DEFAULT_CONTEXT_S"]
+
+logger = logging.getLogger(__name__)
+
+# One pass over at most 30 s keeps attention memory modest (1,500 frames); longer inputs are
+# cut into windows with this much context each side (ANCHORS.md: 2–3 s of context gives a
+# per-frame cosine ≥ 0.999 against whole-input processing).
+DEFAULT_MAX_WINDOW_S = 30.0
+DEFAULT_CONTEXT_S = 2.0
+_NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor's variance floor
+
+
+class Wav2Vec2Model:
+    """An exported Wav2Vec2 encoder (features or CTC). Stateless and shareable across streams.
+
+    Build with :meth:`from_dir`. ``run_batch`` and ``features`` are thread-safe.
+    """
+
+    def __init__(self, directory: Path, manifest: Manifest, config: SessionConfig) -> None:
+        if manifest.kind != "wav2vec2":
+            raise ManifestError(f"{str(directory)!r} holds a {manifest.kind!r} model, not wav2vec2")
+        self.directory = directory
+        self.manifest = manifest
+        self.config = config
+        self.sample_rate = manifest.sample_rate
+        self.frame_stride_samples = manifest.frame_stride_samples
+        self.receptive_field_samples = manifest.receptive_field_samples
+        self.output_names: tuple[str, ...] = tuple(o.name for o in manifest.outputs)
+        self._session: Session | None = None
+        self._lock = threading.Lock()
+        self._vocab: list[str] | None = None
+        self.load()
+
+    @classmethod
+    def from_dir(
+        cls,
+        directory: str | Path,
+        provider: str = "auto",
+        intra_op_threads: int | None = None,
+        config: SessionConfig | None = None,
+    ) -> Wav2Vec2Model:
+        """Load an exported model directory (``ostinato.json`` + ``model.onnx``).
+
+        Args:
+            directory: Directory written by ``ostinato export wav2vec2``.
+            provider: ``auto``, ``cpu``, ``cuda`` or ``tensorrt``.
+            intra_op_threads: Threads per operator (default: ONNX Runtime's choice).
+            config: Full session config; overrides ``provider``/``intra_op_threads``.
+
+        Raises:
+            ModelNotFoundError, ManifestError, ModelLoadError, ProviderUnavailableError.
+        """
+        directory = Path(directory)
+        manifest = Manifest.read(directory)
+        if config is None:
+            config = SessionConfig(
+                provider=provider,
+                intra_op_threads=intra_op_threads or 0,
+                name=f"wav2vec2-{manifest.precision}",
+            )
+        return cls(directory, manifest, config)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def load(self) -> None:
+        """Create the ONNX Runtime session (done by the constructor; idempotent)."""
+        with self._lock:
+            if self._session is not None:
+                return
+            path = self.directory / self.manifest.files["model"]
+            self._session = Session.from_path(path, self.config)
+            if self.manifest.random_init:
+                logger.info("%s uses RANDOM weights (not trained)", self.directory)
+
+    def unload(self) -> None:
+        """Release the session; :meth:`load` brings it back."""
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+    close = unload
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a session is loaded."""
+        return self._session is not None
+
+    @property
+    def session(self) -> Session:
+        """The loaded session; raises :class:`SessionError` after :meth:`unload`."""
+        session = self._session
+        if session is None:
+            raise SessionError(
+                f"model {str(self.directory)!r} is unloaded", hint="call load() before running it"
+            )
+        return session
+
+    def __enter__(self) -> Wav2Vec2Model:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.unload()
+
+    def __del__(self) -> None:
+        if getattr(self, "_session", None) is not None:
+            warnings.warn(
+                f"Wav2Vec2Model {str(self.directory)!r} was not closed",
+                ResourceWarning,
+                stacklevel=2,
+            )
+            self.unload()
+
+    # -- inference -------------------------------------------------------------------------
+    def num_frames(self, n_samples: int) -> int:
+        """Frames produced for ``n_samples`` of audio: ``floor((n-400)/320)+1`` (0 if short)."""
+        return num_frames(n_samples, self.receptive_field_samples, self.frame_stride_samples)
+
+    def run_batch(
+        self, windows: npt.NDArray[np.float32], outputs: Sequence[str] | None = None
+    ) -> dict[str, npt.NDArray[np.float32]]:
+        """Run equal-length windows through the encoder.
+
+        Args:
+            windows: ``[B, N]`` float32 audio at :attr:`sample_rate`, ``N >= 400``.
+            outputs: Output names to compute (default: all).
+
+        Returns:
+            Output name → ``[B, T, H]`` float32 with ``T = num_frames(N)``.
+
+        Raises:
+            InputError: Wrong dtype, rank, too short, or non-finite samples.
+        """
+        x = self._check_windows(windows)
+        if self.manifest.normalize_input:
+            x = _normalize_rows(x)
+        names = list(outputs) if outputs is not None else list(self.output_names)
+        unknown = sorted(set(names) - set(self.output_names))
+        if unknown:
+            raise InputError(f"outputs {unknown} not in this model; it has {list(self.output_names)}")
+        return self.session.run({"input_values": x}, names)
+
+    def features(
+        self,
+        audio: npt.NDArray[np.floating[Any]],
+        sample_rate: int,
+        output: str | None = None,
+        max_window_s: float = DEFAULT_MAX_WINDOW_S,
+        context_s: float = DEFAULT_CONTEXT_S,
+    ) -> Features:
+        """Frame features of a whole input, with exact frame start samples.
+
+        Inputs up to ``max_window_s`` run in one pass; longer ones in windows with
+        ``context_s`` of context on each side, stitched so that frame ``i`` always covers
+        samples ``[320 i, 320 i + 400)``.
+
+        Raises:
+            InputError: Wrong sample rate, not 1-D, non-finite, or shorter than 400 samples.
+        """
+        x = self._check_audio(audio, sample_rate)
+        name = output or self.output_names[-1]
+        if name not in self.output_names:
+            raise InputError(f"output={name!r}; this model has {list(self.output_names)}")
+        total = self.num_frames(len(x))
+        max_samples = int(max_window_s * self.sample_rate)
+        if len(x) <= max_samples:
+            frames = self.run_batch(x[None, :], [name])[name][0, :total]
+        else:
+            frames = self._features_windowed(x, name, max_samples, context_s)
+        return Features(
+            frames=np.ascontiguousarray(frames, dtype=np.float32),
+            start_samples=frame_starts(0, total, self.frame_stride_samples),
+            sample_rate=self.sample_rate,
+            output=name,
+        )
+
+    def features_batch(
+        self, audios: Sequence[npt.NDArray[np.floating[Any]]], sample_rate: int, output: str | None = None
+    ) -> list[Features]:
+        """Features of several inputs; inputs of equal length share one batched run.
+
+        Unequal inputs are not zero-padded together, because padding changes the
+        normalisation statistics of Wav2Vec2 models and so the features.
+        """
+        checked = [self._check_audio(a, sample_rate) for a in audios]
+        name = output or self.output_names[-1]
+        results: list[Features | None] = [None] * len(checked)
+        by_length: dict[int, list[int]] = {}
+        for i, x in enumerate(checked):
+            by_length.setdefault(len(x), []).append(i)
+        for length, idx in by_length.items():
+            out = self.run_batch(np.stack([checked[i] for i in idx]), [name])[name]
+            total = self.num_frames(length)
+            for row, i in enumerate(idx):
+                results[i] = Features(
+                    np.ascontiguousarray(out[row, :total]),
+                    frame_starts(0, total, self.frame_stride_samples),
+                    self.sample_rate,
+                    name,
+                )
+        return [r for r in results if r is not None]
+
+    def _features_windowed(
+        self, x: npt.NDArray[np.float32], name: str, max_samples: int, context_s: float
+    ) -> npt.NDArray[np.float32]:
+        stride, field = self.frame_stride_samples, self.receptive_field_samples
+        total = self.num_frames(len(x))
+        context = int(round(context_s * self.sample_rate / stride))
+        core = self.num_frames(max_samples) - 2 * context
+        if core < 1:
+            raise ValueError(f"context_s={context_s} leaves no core frames in max_window_s")
+        pieces = []
+        for c0 in range(0, total, core):
+            c1 = min(c0 + core, total)
+            a = max(0, c0 - context)
+            end = min(len(x), stride * (c1 + context - 1) + field)
+            out = self.run_batch(x[None, stride * a : end], [name])[name][0]
+            pieces.append(out[c0 - a : c1 - a])
+        return np.concatenate(pieces, axis=0)
+
+    def transcribe(self, audio: npt.NDArray[np.floating[Any]], sample_rate: int) -> str:
+        """Greedy CTC transcription (``task = ctc`` models only)."""
+        if self.manifest.task != "ctc":
+            raise InputError(
+                f"{str(self.directory)!r} is a {self.manifest.task!r} model; transcribe needs ctc",
+                hint="export with ostinato export wav2vec2 --task ctc",
+            )
+        logits = self.features(audio, sample_rate, output="logits").frames
+        return ctc_greedy_decode(
+            logits.argmax(axis=-1),
+            self._load_vocab(),
+            blank_id=int(self.manifest.extra.get("blank_id", 0)),
+            word_delimiter=str(self.manifest.extra.get("word_delimiter_token", "|")),
+        )
+
+    def _load_vocab(self) -> list[str]:
+        if self._vocab is None:
+            name = self.manifest.files.get("vocab")
+            path = self.directory / name if name else None
+            if path is None or not path.is_file():
+                raise ModelNotFoundError(f"vocabulary file missing in {str(self.directory)!r}")
+            token_to_id: dict[str, int] = json.loads(path.read_text())
+            vocab = [""] * (max(token_to_id.values()) + 1)
+            for token, idx in token_to_id.items():
+                vocab[idx] = token
+            self._vocab = vocab
+        return self._vocab
+
+    # -- validation ------------------------------------------------------------------------
+    def _check_audio(self, audio: npt.NDArray[np.floating[Any]], sample_rate: int) -> npt.NDArray[np.float32]:
+        if sample_rate != self.sample_rate:
+            raise InputError(
+                f"sample_rate={sample_rate}; this model takes {self.sample_rate} Hz",
+                hint="resample first (ostinato features resamples files automatically)",
+            )
+        x = np.asarray(audio)
+        if x.ndim != 1:
+            raise InputError(f"audio has shape {x.shape}; expected 1-D mono samples")
+        return self._check_windows(x.astype(np.float32, copy=False)[None, :])[0]
+
+    def _check_windows(self, windows: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        if not isinstance(windows, np.ndarray) or windows.dtype != np.float32:
+            dtype = getattr(windows, "dtype", type(windows).__name__)
+            raise InputError(f"windows have dtype {dtype}; expected float32")
+        if windows.ndim != 2:
+            raise InputError(f"windows have shape {windows.shape}; expected [batch, samples]")
+        if windows.shape[1] < self.receptive_field_samples:
+            raise InputError(
+                f"{windows.shape[1]} samples is shorter than one frame "
+                f"({self.receptive_field_samples} samples)"
+            )
+        if not np.isfinite(windows).all():
+            bad = int((~np.isfinite(windows)).sum())
+            raise InputError(f"audio holds {bad} NaN/Inf samples", hint="drop or repair them")
+        return windows
+
+
+def _normalize_rows(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    mean = x.mean(axis=1, keepdims=True)
+    var = x.var(axis=1, keepdims=True)
+    return ((x - mean) / np.sqrt(var + _NORM_EPS)).astype(np.float32)
+
+
+def ctc_greedy_decode(
+    ids: npt.NDArray[np.integer[Any]], vocab: Sequence[str], blank_id: int = 0, word_delimiter: str = "|"
+) -> str:
+    """Collapse repeats, drop blanks, map ids to tokens and word delimiters to spaces."""
+    out: list[str] = []
+    previous = -1
+    for i in ids.tolist():
+        if i != previous and i != blank_id and 0 <= i < len(vocab):
+            token = vocab[i]
+            if not (token.startswith("<") and token.endswith(">")):
+                out.append(" " if token == word_delimiter else token)
+        previous = i
+    return " ".join("".join(out).split())
