@@ -56,7 +56,10 @@ class ManifestError(SessionError, ValueError):
 class ProviderUnavailableError(SessionError, RuntimeError):
     """A requested execution provider is not available and fallback was not allowed."""
 
-    default_hint = "install the CUDA 12 runtime libraries (cuDNN 9, cuBLAS) or run with --provider cpu"
+    default_hint = (
+        "install the CUDA/cuDNN libraries this onnxruntime-gpu build needs (the missing one is "
+        "named in the message) or run with --provider cpu"
+    )
 
 
 class InputError(SessionError, ValueError):

@@ -27,6 +27,7 @@ __all__ = [
     "ProviderProbe",
     "Fallback",
     "fallbacks",
+    "load_error",
     "probe_providers",
     "record_fallback",
     "resolve_providers",
@@ -134,13 +135,18 @@ def fallbacks() -> list[Fallback]:
         return list(_fallbacks)
 
 
-def cuda_load_error() -> str | None:
-    """Explain why the CUDA provider library cannot load, or ``None`` if it can.
+_PROVIDER_LIBS = {CUDA: "cuda", TENSORRT: "tensorrt"}
+
+
+def load_error(provider: str) -> str | None:
+    """Explain why a provider's library cannot load, or ``None`` if it can (CPU always can).
 
     ``dlopen`` of ``libonnxruntime_providers_cuda.so`` names the first missing dependency
     (e.g. ``libcublasLt.so.13``), which is the actionable part of the failure.
     """
-    lib = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+    if provider not in _PROVIDER_LIBS:
+        return None
+    lib = Path(ort.__file__).parent / "capi" / f"libonnxruntime_providers_{_PROVIDER_LIBS[provider]}.so"
     if not lib.exists():
         return f"{lib.name} is not part of this onnxruntime build"
     try:
@@ -165,21 +171,21 @@ def probe_providers() -> ProviderProbe:
     loadable: list[str] = []
     errors: dict[str, str] = {}
     for name in available:
+        if name in _PROVIDER_LIBS and (reason := load_error(name)) is not None:
+            errors[name] = reason  # creating a session would only print ORT's own noise
+            continue
         options = ort.SessionOptions()
         options.log_severity_level = 4
-        ort.set_default_logger_severity(4)  # the failure is reported by us, not ORT's log
         try:
             opts = _CUDA_OPTIONS if name == CUDA else {}
-            session = ort.InferenceSession(_PROBE_MODEL, options, providers=[(name, opts), CPU])
+            chain = [CPU] if name == CPU else [(name, opts), CPU]
+            session = ort.InferenceSession(_PROBE_MODEL, options, providers=chain)
             got = session.get_providers()
         except Exception as e:  # noqa: BLE001 - any failure means "not loadable", reported below
             errors[name] = str(e)
             continue
-        finally:
-            ort.set_default_logger_severity(2)
         if name in got:
             loadable.append(name)
         else:
-            reason = cuda_load_error() if name in (CUDA, TENSORRT) else None
-            errors[name] = reason or "session created without it (see onnxruntime log)"
+            errors[name] = "session created without it (see onnxruntime log)"
     return ProviderProbe(available, tuple(loadable), errors)

@@ -20,7 +20,13 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from ostinato.runtime import providers as _providers
-from ostinato.runtime.errors import InputError, ModelLoadError, ModelNotFoundError, SessionError
+from ostinato.runtime.errors import (
+    InputError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ProviderUnavailableError,
+    SessionError,
+)
 from ostinato.runtime.metrics import SESSION_RUN_ERRORS, SESSION_RUN_SECONDS, SESSIONS_LOADED
 
 __all__ = ["Session", "SessionConfig", "InferenceError"]
@@ -143,16 +149,13 @@ class Session:
             raise ModelNotFoundError(f"ONNX file {str(path)!r} does not exist")
         provider_list = _providers.resolve_providers(config.provider, device_id=config.device_id)
         wanted = tuple(p for p, _ in provider_list)
-        quiet = len(wanted) > 1  # ORT's own multi-line error is replaced by our one warning
-        if quiet:
-            ort.set_default_logger_severity(4)
+        # Leave out accelerators whose libraries cannot load: asking ORT for them only
+        # produces its own multi-line error; the fallback is reported once, by us, below.
+        usable = [(p, o) for p, o in provider_list if _providers.load_error(p) is None]
         try:
-            inner = ort.InferenceSession(str(path), config.session_options(), providers=provider_list)
+            inner = ort.InferenceSession(str(path), config.session_options(), providers=usable)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated types
             raise ModelLoadError(f"cannot load {str(path)!r}: {_first_line(e)}") from e
-        finally:
-            if quiet:
-                ort.set_default_logger_severity(2)
         session = cls(inner, config, path, wanted)
         if session.fell_back:
             session._handle_fallback(wanted)
@@ -160,11 +163,11 @@ class Session:
         return session
 
     def _handle_fallback(self, wanted: tuple[str, ...]) -> None:
-        reason = _providers.cuda_load_error() or "the provider did not initialise"
+        reason = _providers.load_error(wanted[0]) or "the provider did not initialise"
         fallback = _providers.Fallback(self.config.provider, wanted, self.providers, reason)
         if self.config.provider != "auto" and not self.config.allow_fallback:
             self.close()
-            raise _providers.ProviderUnavailableError(
+            raise ProviderUnavailableError(
                 f"provider={self.config.provider!r} requested but ONNX Runtime loaded "
                 f"{list(self.providers)}: {reason}"
             )
