@@ -9,6 +9,7 @@ __all__ = [
     "ShapeMismatchError",
     "ToleranceError",
     "MemoryBudgetError",
+    "CheckpointMismatchError",
 ]
 
 
@@ -53,3 +54,12 @@ class ToleranceError(ExportError, ValueError):
 
 class MemoryBudgetError(ExportError, MemoryError):
     """The export would need more memory than this machine has."""
+
+
+class CheckpointMismatchError(ExportError, ValueError):
+    """A checkpoint's keys or shapes do not match the model: missing or unexplained tensors."""
+
+    default_hint = (
+        "pass the base folder and the stage checkpoint of the same release; the message lists "
+        "every missing and unexpected key"
+    )
