@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -178,12 +178,13 @@ class Wav2Vec2Model:
         output: str | None = None,
         max_window_s: float = DEFAULT_MAX_WINDOW_S,
         context_s: float = DEFAULT_CONTEXT_S,
+        progress: Callable[[str, float, float], None] | None = None,
     ) -> Features:
         """Frame features of a whole input, with exact frame start samples.
 
         Inputs up to ``max_window_s`` run in one pass; longer ones in windows with
         ``context_s`` of context on each side, stitched so that frame ``i`` always covers
-        samples ``[320 i, 320 i + 400)``.
+        samples ``[320 i, 320 i + 400)``. ``progress(step, done, total)`` is called per window.
 
         Raises:
             InputError: Wrong sample rate, not 1-D, non-finite, or shorter than 400 samples.
@@ -197,7 +198,7 @@ class Wav2Vec2Model:
         if len(x) <= max_samples:
             frames = self.run_batch(x[None, :], [name])[name][0, :total]
         else:
-            frames = self._features_windowed(x, name, max_samples, context_s)
+            frames = self._features_windowed(x, name, max_samples, context_s, progress)
         return Features(
             frames=np.ascontiguousarray(frames, dtype=np.float32),
             start_samples=frame_starts(0, total, self.frame_stride_samples),
@@ -232,7 +233,12 @@ class Wav2Vec2Model:
         return [r for r in results if r is not None]
 
     def _features_windowed(
-        self, x: npt.NDArray[np.float32], name: str, max_samples: int, context_s: float
+        self,
+        x: npt.NDArray[np.float32],
+        name: str,
+        max_samples: int,
+        context_s: float,
+        progress: Callable[[str, float, float], None] | None,
     ) -> npt.NDArray[np.float32]:
         stride, field = self.frame_stride_samples, self.receptive_field_samples
         total = self.num_frames(len(x))
@@ -247,6 +253,8 @@ class Wav2Vec2Model:
             end = min(len(x), stride * (c1 + context - 1) + field)
             out = self.run_batch(x[None, stride * a : end], [name])[name][0]
             pieces.append(out[c0 - a : c1 - a])
+            if progress is not None:
+                progress("encoding", c1, total)
         return np.concatenate(pieces, axis=0)
 
     def transcribe(self, audio: npt.NDArray[np.floating[Any]], sample_rate: int) -> str:
