@@ -1,0 +1,114 @@
+"""Precision conversion of an exported fp32 graph: dynamic int8 and fp16.
+
+Both take an fp32 ONNX file and write a new one; the caller validates the result against
+PyTorch. Inputs and outputs stay float32 in every precision, so the runtime feeds and reads
+the same dtypes whatever the file holds.
+
+int8 findings (``bench/RESULTS.md`` has the numbers): the positional convolution of
+Wav2Vec2 uses weight norm, whose weight is computed in the graph and is not an
+initializer, which crashes ``quantize_dynamic`` with its default op types. The exporter
+removes weight norm before export (exact), so every weight is an initializer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+__all__ = ["Int8Recipe", "DEFAULT_INT8_RECIPE", "convert_fp16", "optimize_graph", "quantize_int8"]
+
+logger = logging.getLogger(__name__)
+
+_OP_TYPES = ("MatMul", "Gemm", "Conv", "Attention", "Gather")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Int8Recipe:
+    """How to quantize a graph to int8 with ``onnxruntime.quantization.quantize_dynamic``.
+
+    Args:
+        op_types: Operator types to quantize (weights int8, activations quantized on the fly).
+        per_channel: One scale per output channel instead of one per tensor.
+        reduce_range: 7-bit weights (helps accuracy on CPUs without VNNI, costs on VNNI).
+        optimize: Run ONNX Runtime's transformer optimizer (LayerNorm/GELU/attention
+            fusions) on the fp32 graph before quantizing.
+    """
+
+    op_types: tuple[str, ...] = ("MatMul", "Gemm")
+    per_channel: bool = False
+    reduce_range: bool = False
+    optimize: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.op_types) - set(_OP_TYPES))
+        if unknown or not self.op_types:
+            raise ValueError(f"op_types={self.op_types!r}; expected a non-empty subset of {_OP_TYPES}")
+
+    def describe(self) -> dict[str, object]:
+        """Return the recipe as a JSON-ready dictionary (recorded in the manifest)."""
+        out = dataclasses.asdict(self)
+        out["op_types"] = list(self.op_types)
+        out["method"] = "onnxruntime.quantization.quantize_dynamic (QOperator, int8 weights)"
+        return out
+
+
+DEFAULT_INT8_RECIPE = Int8Recipe()
+
+
+def optimize_graph(src: Path, dst: Path, num_heads: int, hidden_size: int) -> dict[str, int]:
+    """Apply ONNX Runtime's offline transformer fusions (model type ``bert``) to ``src``.
+
+    Args:
+        src: fp32 ONNX graph.
+        dst: Where to write the fused graph.
+        num_heads: Attention heads of the encoder.
+        hidden_size: Width of the encoder.
+
+    Returns:
+        Count of each fused operator type (e.g. ``{"SkipLayerNormalization": 24}``).
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    model = optimize_model(
+        str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0
+    )
+    fused = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
+    model.save_model_to_file(str(dst))
+    logger.info("transformer optimizer fused %s", fused)
+    return fused
+
+
+def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe = DEFAULT_INT8_RECIPE) -> None:
+    """Quantize ``src`` to int8 weights with dynamic activation quantization.
+
+    Args:
+        src: fp32 ONNX graph whose weights are initializers (weight norm removed).
+        dst: Where to write the int8 graph.
+        recipe: Which operators and scales.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        src,
+        dst,
+        op_types_to_quantize=list(recipe.op_types),
+        per_channel=recipe.per_channel,
+        reduce_range=recipe.reduce_range,
+        weight_type=QuantType.QInt8,
+    )
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """Convert ``src`` to float16 weights and compute, keeping float32 inputs and outputs.
+
+    Args:
+        src: fp32 ONNX graph.
+        dst: Where to write the fp16 graph.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    converted = convert_float_to_float16(model, keep_io_types=True)
+    onnx.save(converted, str(dst))
