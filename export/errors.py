@@ -10,6 +10,7 @@ __all__ = [
     "ToleranceError",
     "MemoryBudgetError",
     "CheckpointMismatchError",
+    "ExportOptionError",
 ]
 
 
@@ -63,3 +64,9 @@ class CheckpointMismatchError(ExportError, ValueError):
         "pass the base folder and the stage checkpoint of the same release; the message lists "
         "every missing and unexpected key"
     )
+
+
+class ExportOptionError(ExportError, ValueError):
+    """An export option has a value outside what is allowed (the message names both)."""
+
+    default_hint = "see `ostinato export --help` for the allowed values"

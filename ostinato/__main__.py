@@ -18,6 +18,7 @@ __all__ = ["main", "build_parser"]
 
 # One line per subcommand module; order is the order in --help.
 _COMMAND_MODULES = (
+    "ostinato.cmd_export",
     "ostinato.cmd_features",
     "ostinato.cmd_doctor",
 )
