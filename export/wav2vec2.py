@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ostinato.export import specs
-from ostinato.export.errors import ExportError
+from ostinato.export.errors import ExportError, ExportOptionError
 from ostinato.export.quantize import DEFAULT_INT8_RECIPE, Int8Recipe
 from ostinato.runtime.manifest import MANIFEST_NAME, Manifest, OutputSpec, sha256_file
 
@@ -76,24 +76,24 @@ class Wav2Vec2ExportConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
-            raise ValueError(f"model={self.model!r}; expected a directory or one of {specs.RANDOM_MODELS}")
+            raise ExportOptionError(f"model={self.model!r}; expected a directory or one of {specs.RANDOM_MODELS}")
         if self.model.startswith("random:") and self.model not in specs.RANDOM_MODELS:
-            raise ValueError(f"model={self.model!r}; expected a directory or one of {specs.RANDOM_MODELS}")
+            raise ExportOptionError(f"model={self.model!r}; expected a directory or one of {specs.RANDOM_MODELS}")
         if self.task not in specs.TASKS:
-            raise ValueError(f"task={self.task!r}; expected one of {specs.TASKS}")
+            raise ExportOptionError(f"task={self.task!r}; expected one of {specs.TASKS}")
         if self.precision not in specs.PRECISIONS:
-            raise ValueError(f"precision={self.precision!r}; expected one of {specs.PRECISIONS}")
+            raise ExportOptionError(f"precision={self.precision!r}; expected one of {specs.PRECISIONS}")
         if not specs.MIN_OPSET <= self.opset <= specs.MAX_OPSET:
-            raise ValueError(f"opset={self.opset}; expected {specs.MIN_OPSET}..{specs.MAX_OPSET}")
+            raise ExportOptionError(f"opset={self.opset}; expected {specs.MIN_OPSET}..{specs.MAX_OPSET}")
         layers = tuple(self.layers)
         if any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in layers):
-            raise ValueError(f"layers={self.layers!r}; expected non-negative layer indices")
+            raise ExportOptionError(f"layers={self.layers!r}; expected non-negative layer indices")
         object.__setattr__(self, "layers", tuple(sorted(set(layers))))
         object.__setattr__(self, "out_dir", Path(self.out_dir))
         if not self.atol > 0:
-            raise ValueError(f"atol={self.atol}; expected > 0")
+            raise ExportOptionError(f"atol={self.atol}; expected > 0")
         if not 0 < self.min_cosine <= 1:
-            raise ValueError(f"min_cosine={self.min_cosine}; expected in (0, 1]")
+            raise ExportOptionError(f"min_cosine={self.min_cosine}; expected in (0, 1]")
 
     @property
     def is_random(self) -> bool:
@@ -163,7 +163,7 @@ def _check_out_dir(out_dir: Path) -> None:
 def _check_layers(layers: tuple[int, ...], num_layers: int) -> None:
     bad = [x for x in layers if x > num_layers]
     if bad:
-        raise ValueError(f"layers={list(layers)}; this model has layers 0..{num_layers} (got {bad})")
+        raise ExportOptionError(f"layers={list(layers)}; this model has layers 0..{num_layers} (got {bad})")
 
 
 def _needed_bytes(num_parameters: int, precision: str) -> int:
