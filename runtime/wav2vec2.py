@@ -53,6 +53,11 @@ class Wav2Vec2Model:
         self.frame_stride_samples = manifest.frame_stride_samples
         self.receptive_field_samples = manifest.receptive_field_samples
         self.output_names: tuple[str, ...] = tuple(o.name for o in manifest.outputs)
+        if not self.output_names:
+            raise ManifestError(f"manifest in {str(directory)!r} lists no outputs")
+        self.default_output = next(
+            (n for n in ("last_hidden_state", "logits") if n in self.output_names), self.output_names[0]
+        )
         self._session: Session | None = None
         self._lock = threading.Lock()
         self._vocab: list[str] | None = None
@@ -190,7 +195,7 @@ class Wav2Vec2Model:
             InputError: Wrong sample rate, not 1-D, non-finite, or shorter than 400 samples.
         """
         x = self._check_audio(audio, sample_rate)
-        name = output or self.output_names[-1]
+        name = output or self.default_output
         if name not in self.output_names:
             raise InputError(f"output={name!r}; this model has {list(self.output_names)}")
         total = self.num_frames(len(x))
@@ -215,7 +220,7 @@ class Wav2Vec2Model:
         normalisation statistics of Wav2Vec2 models and so the features.
         """
         checked = [self._check_audio(a, sample_rate) for a in audios]
-        name = output or self.output_names[-1]
+        name = output or self.default_output
         results: list[Features | None] = [None] * len(checked)
         by_length: dict[int, list[int]] = {}
         for i, x in enumerate(checked):
