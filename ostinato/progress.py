@@ -50,7 +50,8 @@ class ProgressBar:
             frac = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
             bar = "#" * int(frac * _WIDTH) + "." * (_WIDTH - int(frac * _WIDTH))
             self._stream.write(f"\r{step:<24} [{bar}] {done:g}/{total:g} {elapsed_s:5.1f}s")
-        elif new_step or finished:
+        elif finished:
+            # Not a terminal (CI logs, pipes): one line per finished step, no redraws.
             self._stream.write(f"{step}: {done:g}/{total:g} ({elapsed_s:.1f}s)\n")
         self._stream.flush()
 
