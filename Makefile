@@ -6,7 +6,7 @@ CACHE ?= $(HOME)/.cache/ostinato
 DEMO_MODEL := $(CACHE)/models/random-base-int8
 DEMO_WAV := ostinato/data/demo.wav
 
-.PHONY: setup demo test bench bench-full clean-cache
+.PHONY: setup demo test typecheck bench bench-full clean-cache
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+typecheck: setup
+	bash scripts/typecheck.sh
 
 bench: setup
 	$(PY) bench/bench_wav2vec2.py --quick

@@ -30,7 +30,8 @@ def to_mono(audio: npt.NDArray[np.floating], channels_last: bool = True) -> npt.
         return x
     if x.ndim != 2:
         raise InputError(f"audio has shape {x.shape}; expected [samples] or [samples, channels]")
-    return x.mean(axis=1 if channels_last else 0, dtype=np.float32)
+    mono: npt.NDArray[np.float32] = x.mean(axis=1 if channels_last else 0, dtype=np.float32)
+    return mono
 
 
 def resample(audio: npt.NDArray[np.float32], sample_rate: int, target_rate: int) -> npt.NDArray[np.float32]:

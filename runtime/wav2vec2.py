@@ -300,7 +300,8 @@ class Wav2Vec2Model:
         x = np.asarray(audio)
         if x.ndim != 1:
             raise InputError(f"audio has shape {x.shape}; expected 1-D mono samples")
-        return self._check_windows(x.astype(np.float32, copy=False)[None, :])[0]
+        row: npt.NDArray[np.float32] = self._check_windows(x.astype(np.float32, copy=False)[None, :])[0]
+        return row
 
     def _check_windows(self, windows: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         if not isinstance(windows, np.ndarray) or windows.dtype != np.float32:
@@ -322,7 +323,8 @@ class Wav2Vec2Model:
 def _normalize_rows(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     mean = x.mean(axis=1, keepdims=True)
     var = x.var(axis=1, keepdims=True)
-    return ((x - mean) / np.sqrt(var + _NORM_EPS)).astype(np.float32)
+    normed: npt.NDArray[np.float32] = ((x - mean) / np.sqrt(var + _NORM_EPS)).astype(np.float32)
+    return normed
 
 
 def ctc_greedy_decode(
