@@ -6,7 +6,7 @@ CACHE ?= $(HOME)/.cache/ostinato
 DEMO_MODEL := $(CACHE)/models/random-base-int8
 DEMO_WAV := ostinato/data/demo.wav
 
-.PHONY: setup demo test typecheck bench bench-full clean-cache
+.PHONY: setup demo test typecheck check-wheels bench bench-full clean-cache
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ test: setup
 
 typecheck: setup
 	bash scripts/typecheck.sh
+
+# Every runtime dependency has a binary wheel for aarch64/x86_64 Linux on Python 3.11-3.13.
+check-wheels: setup
+	$(PY) scripts/check_wheels.py
 
 bench: setup
 	$(PY) bench/bench_wav2vec2.py --quick
