@@ -194,6 +194,35 @@ class StreamMetrics:
             ["stage", "signal"],
             registry=r,
         )
+        # Network service (ostinato serve).
+        self.http_requests = Counter(
+            "ostinato_server_http_requests_total",
+            "HTTP requests answered, by route template and status code",
+            ["route", "status"],
+            registry=r,
+        )
+        self.ws_connections = Gauge(
+            "ostinato_server_websocket_connections", "Open WebSocket connections", registry=r
+        )
+        self.ws_frames = Counter(
+            "ostinato_server_frames_total",
+            "Wire frames received or sent, by direction (in, out) and frame type",
+            ["direction", "type"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "ostinato_server_rejected_total",
+            "Requests, messages or connections refused, by reason (auth, origin, too_many_streams, "
+            "oversize, rate, protocol, audio, idle, upload_size…)",
+            ["reason"],
+            registry=r,
+        )
+        self.event_latency = Histogram(
+            "ostinato_server_event_latency_seconds",
+            "From receiving the audio that completed a window to sending the frames it produced",
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
         # Process and model.
         self.rss = Gauge(
             "ostinato_process_resident_memory_bytes", "Resident memory of this process", registry=r
