@@ -3,7 +3,7 @@
 # Idempotent: a second run installs nothing. Skips quietly where apt-get is absent
 # (the Python package itself needs none of these).
 set -euo pipefail
-pkgs=(espeak-ng sox libsndfile1 libportaudio2)
+pkgs=(espeak-ng sox libsndfile1 libportaudio2 chromium)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
