@@ -1,0 +1,59 @@
+"""Fixed-size pattern embeddings for the pattern library (sans-IO).
+
+A pattern of any length becomes one vector: the mean and the standard deviation of its
+active normalised frames (the matcher's frame space), concatenated and L2-normalised.
+:func:`clip_embedding` applies the same steps to a clip on its own, which is how
+``ostinato library query clip.wav`` finds patterns by example.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from ostinato.stream.frame_norm import ActivityGate, FrameNormalizer
+from ostinato.stream.matcher_config import MatcherConfig
+
+__all__ = ["clip_embedding", "embedding_dim", "pool_frames"]
+
+
+def embedding_dim(frame_dim: int) -> int:
+    """Library vector dimension for normalised frames of ``frame_dim``."""
+    return 2 * frame_dim
+
+
+def pool_frames(unit_frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Mean ‖ std pooling of ``[T, d]`` unit frames, L2-normalised (``[2 d]``)."""
+    x = np.asarray(unit_frames, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"unit_frames has shape {x.shape}; expected [T >= 1, d]")
+    vec = np.concatenate([x.mean(axis=0), x.std(axis=0)])
+    norm = float(np.linalg.norm(vec))
+    return (vec / norm if norm > 1e-9 else vec).astype(np.float32)
+
+
+def clip_embedding(
+    frames: npt.NDArray[np.float32],
+    energy_db: npt.NDArray[np.float32] | None,
+    config: MatcherConfig | None = None,
+) -> npt.NDArray[np.float32]:
+    """Library embedding of a whole clip's raw frames.
+
+    Raises:
+        ValueError: The clip has no active frame (silence) or bad shapes.
+    """
+    c = config if config is not None else MatcherConfig()
+    x = np.asarray(frames, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"frames has shape {x.shape}; expected [T >= 1, H]")
+    gate = ActivityGate(c.energy_floor_db, c.noise_margin_db, c.frames(0.5), max(1, round(c.noise_window_s / 0.5)))
+    active = gate.update(energy_db) if energy_db is not None else np.ones(x.shape[0], bool)
+    if not active.any():
+        raise ValueError("the clip has no frame above the silence gate; nothing to embed")
+    norm = FrameNormalizer(x.shape[1], c.frame_dim, c.center_frames, c.frames(c.mean_time_constant_s))
+    projected = norm.project(x)
+    mean = projected[active].mean(axis=0)
+    y = projected - mean
+    lengths = np.linalg.norm(y, axis=1, keepdims=True)
+    unit = np.where(lengths > 1e-6, y / np.maximum(lengths, 1e-6), 0.0).astype(np.float32)
+    return pool_frames(unit[active])

@@ -1,0 +1,154 @@
+"""Frame normalisation and the activity gate of the pattern matcher (sans-IO).
+
+:class:`FrameNormalizer` turns raw feature frames (log-mel dB or Wav2Vec2 hidden states) into
+unit vectors whose cosine similarity compares *content*, not level or channel:
+
+1. per-frame centring (subtract the frame's mean over its dimensions): for log-mel this
+   removes overall gain exactly, since a gain change adds a constant to every band;
+2. a fixed random projection to at most ``frame_dim`` dimensions (seeded, so every process
+   and the pattern library agree on the space; keeps an hour of 768-d frames in memory);
+3. removal of a running mean (exponentially weighted over ``mean_time_constant_frames``,
+   updated only from active frames): removes the stationary part of the signal — the
+   channel, a steady noise bed, the average spectrum of the programme — so unrelated frames
+   score near 0 and repeats stand out;
+4. L2 normalisation (frames with no deviation left become zero vectors and match nothing).
+
+:class:`ActivityGate` marks frames *active* when their DC-removed energy is above both an
+absolute floor (digital silence, zero padding, DC offsets) and a tracked noise floor plus a
+margin (steady hum, constant noise beds). Inactive frames are never indexed or queried and
+count as neither hit nor miss while a repeat is being followed.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["ActivityGate", "FrameNormalizer", "PROJECTION_SEED"]
+
+#: Seed of the random projection; part of the feature space stored in pattern libraries.
+PROJECTION_SEED = 20240917
+_EPS = 1e-6
+
+
+def _projection(input_dim: int, frame_dim: int) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng(PROJECTION_SEED + input_dim)
+    matrix = rng.standard_normal((input_dim, frame_dim)) / np.sqrt(frame_dim)
+    return matrix.astype(np.float32)
+
+
+class FrameNormalizer:
+    """Per-stream frame normalisation state.
+
+    Args:
+        input_dim: Dimension of the raw frames.
+        frame_dim: Maximum dimension kept (a random projection is applied above it).
+        center: Subtract each frame's mean over its dimensions first.
+        mean_time_constant_frames: Time constant of the running mean, in frames.
+    """
+
+    def __init__(
+        self, input_dim: int, frame_dim: int, center: bool, mean_time_constant_frames: float
+    ) -> None:
+        if input_dim < 1 or frame_dim < 1:
+            raise ValueError(f"input_dim={input_dim}, frame_dim={frame_dim}; expected >= 1")
+        self.input_dim = input_dim
+        self.center = center
+        self._projection = _projection(input_dim, frame_dim) if input_dim > frame_dim else None
+        self.dim = frame_dim if input_dim > frame_dim else input_dim
+        self._decay = float(np.exp(-1.0 / max(mean_time_constant_frames, 1.0)))
+        self._sum = np.zeros(self.dim, dtype=np.float64)
+        self._weight = 0.0
+
+    def project(self, frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Steps 1–2 (centring and projection), without the running mean."""
+        x = np.asarray(frames, dtype=np.float32)
+        if self.center:
+            x = x - x.mean(axis=1, keepdims=True)
+        if self._projection is not None:
+            x = x @ self._projection
+        return x
+
+    @property
+    def mean(self) -> npt.NDArray[np.float64]:
+        """Current running mean (zeros before the first active frame)."""
+        if self._weight <= 0.0:
+            return np.zeros(self.dim, dtype=np.float64)
+        return self._sum / self._weight
+
+    def normalize(
+        self, frames: npt.NDArray[np.float32], active: npt.NDArray[np.bool_]
+    ) -> npt.NDArray[np.float32]:
+        """Normalise a block (the running mean is updated once per block, after use).
+
+        Args:
+            frames: ``[T, input_dim]`` raw frames.
+            active: ``[T]`` gate decisions; only active frames update the running mean.
+
+        Returns:
+            ``[T, dim]`` float32 unit vectors (zero rows where nothing is left).
+        """
+        x = self.project(frames)
+        mean = self.mean
+        if self._weight <= 0.0 and active.any():
+            mean = x[active].mean(axis=0, dtype=np.float64)  # first active block: its own mean
+        y = x - mean.astype(np.float32)
+        norms = np.linalg.norm(y, axis=1, keepdims=True)
+        unit = np.where(norms > _EPS, y / np.maximum(norms, _EPS), 0.0).astype(np.float32)
+        n_active = int(active.sum())
+        if n_active:
+            decay = self._decay**n_active
+            self._sum = decay * self._sum + x[active].sum(axis=0, dtype=np.float64)
+            self._weight = decay * self._weight + n_active
+        return unit
+
+
+class ActivityGate:
+    """Energy gate with an absolute floor and a tracked noise floor.
+
+    The noise floor is the minimum frame energy over the last ``window_buckets`` buckets of
+    ``bucket_frames`` frames (minimum statistics): it follows a steady background within
+    the window length, and sounds must rise ``margin_db`` above it to count.
+
+    Args:
+        floor_db: Absolute floor (dB re full-scale square wave).
+        margin_db: Required rise above the tracked noise floor.
+        bucket_frames: Frames per minimum bucket.
+        window_buckets: Buckets in the noise-floor window.
+    """
+
+    def __init__(self, floor_db: float, margin_db: float, bucket_frames: int, window_buckets: int) -> None:
+        self.floor_db = floor_db
+        self.margin_db = margin_db
+        self._bucket_frames = max(1, bucket_frames)
+        self._buckets: collections.deque[float] = collections.deque(maxlen=max(1, window_buckets))
+        self._current_min = np.inf
+        self._current_count = 0
+
+    @property
+    def noise_floor_db(self) -> float:
+        """Current noise-floor estimate (``inf`` before any frame)."""
+        mins = [*self._buckets, self._current_min]
+        return float(min(mins))
+
+    def update(self, energy_db: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+        """Gate a block of frames (call with blocks that do not straddle buckets for
+        results independent of block sizes).
+
+        Returns:
+            ``[T]`` bool: True where the frame is active.
+        """
+        e = np.asarray(energy_db, dtype=np.float32)
+        if e.size == 0:
+            return np.zeros(0, dtype=bool)
+        self._current_min = min(self._current_min, float(e.min()))
+        self._current_count += int(e.size)
+        threshold = max(self.floor_db, self.noise_floor_db + self.margin_db)
+        active = e > threshold
+        if self._current_count >= self._bucket_frames:
+            self._buckets.append(self._current_min)
+            self._current_min = np.inf
+            self._current_count = 0
+        return np.asarray(active, dtype=bool)

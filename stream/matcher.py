@@ -1,0 +1,478 @@
+"""Live recurring-pattern matcher: flags audio that repeats something heard earlier (sans-IO).
+
+``PatternMatcher.push(block) -> list[Event]`` takes consecutive frame features of one stream
+(log-mel or Wav2Vec2 hidden states, 320-sample frames) and returns :class:`MatchEvent` s when
+a stretch of audio repeats an earlier one still in the buffer, and optional
+:class:`NoveltyEvent` s. ``flush()`` ends the stream. The algorithm, parameters, silence gate
+and the music-repetition policy are described in ``docs/matcher.md``; in short:
+
+1. frames are normalised (:mod:`~ostinato.stream.frame_norm`) and gated by energy, then
+   written to a fixed-size ring (:mod:`~ostinato.stream.frame_ring`);
+2. every ``segment_hop_s`` the last ``segment_s`` of audio is embedded and searched against
+   earlier segments (:mod:`~ostinato.stream.segment_index`) — candidates with their lag;
+3. a candidate whose frame-level alignment contrasts with its surroundings starts a
+   :class:`~ostinato.stream.diagonal.DiagonalTrack`, extended backwards to the repeat's
+   start and followed forwards frame by frame (tolerating ±5 % tempo) until it stops matching;
+4. a finished track long enough, scoring above ``match_threshold`` and not part of a
+   periodic run (loops, grooves) becomes a match event; repeats of a pattern keep its id.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import dataclasses
+import logging
+
+import numpy as np
+import numpy.typing as npt
+
+from ostinato.stream.diagonal import DiagonalTrack, TrackParams, background_similarity, verify_alignment
+from ostinato.stream.errors import ErrorClass, StreamError
+from ostinato.stream.events import Event, MatchEvent, NoveltyEvent
+from ostinato.stream.frame_norm import ActivityGate, FrameNormalizer
+from ostinato.stream.frame_ring import FrameRing
+from ostinato.stream.matcher_config import FeatureBlock, MatcherConfig, MatcherStats
+from ostinato.stream.segment_index import SegmentIndex
+
+__all__ = ["FeatureBlock", "MatcherConfig", "MatcherInputError", "MatcherStats", "PatternMatcher"]
+
+logger = logging.getLogger(__name__)
+
+
+class MatcherInputError(StreamError, ValueError):
+    """A feature block the matcher cannot use (wrong shape, dimension or position)."""
+
+    error_class = ErrorClass.INPUT
+    default_hint = "push consecutive [T, H] float frames of one stream with a constant H"
+
+
+@dataclasses.dataclass(slots=True)
+class _Pattern:
+    pattern_id: str
+    first: tuple[int, int]
+    last_event_end: int = -(10**12)
+    count: int = 1
+
+
+class PatternMatcher:
+    """Per-stream online recurring-pattern detector.
+
+    Args:
+        config: Matcher settings.
+        stream: Stream identifier written into events.
+        input_dim: Feature dimension (taken from the first block when None).
+    """
+
+    def __init__(self, config: MatcherConfig | None = None, stream: str = "", input_dim: int | None = None) -> None:
+        self.config = config if config is not None else MatcherConfig()
+        self.stream = stream
+        self.stats = MatcherStats()
+        self._input_dim = input_dim
+        self._norm: FrameNormalizer | None = None
+        self._ring: FrameRing | None = None
+        self._index: SegmentIndex | None = None
+        c = self.config
+        self._gate = ActivityGate(c.energy_floor_db, c.noise_margin_db, c.frames(0.5), max(1, round(c.noise_window_s / 0.5)))
+        self._tracks: list[DiagonalTrack] = []
+        self._occurrences: list[tuple[int, int, str]] = []  # (start, end, pattern_id) sorted by start
+        self._emitted: collections.deque[tuple[int, int]] = collections.deque(maxlen=256)
+        self._periodic: collections.deque[list[int]] = collections.deque(maxlen=64)
+        self._patterns: collections.OrderedDict[str, _Pattern] = collections.OrderedDict()
+        self._novel_run: list[float] = []
+        self._novel_start = 0
+        self._next_pattern = 0
+        self._params = TrackParams(
+            patience_frames=c.frames(c.end_patience_s),
+            max_gap_frames=c.frames(c.max_gap_s),
+            max_length_frames=c.frames(c.max_pattern_s),
+            tempo_tolerance=c.tempo_tolerance,
+            hit_fraction=c.hit_fraction,
+            background_offsets=tuple(o * s for o in (c.frames(0.3), c.frames(0.5), c.frames(0.8)) for s in (-1, 1)),
+        )
+        if input_dim is not None:
+            self._allocate(input_dim)
+
+    # ------------------------------------------------------------------ state
+    def _allocate(self, input_dim: int) -> None:
+        c = self.config
+        self._input_dim = input_dim
+        self._norm = FrameNormalizer(input_dim, c.frame_dim, c.center_frames, c.frames(c.mean_time_constant_s))
+        self._ring = FrameRing(c.frames(c.buffer_s), self._norm.dim)
+        hop = c.frames(c.segment_hop_s)
+        self._index = SegmentIndex(-(-self._ring.capacity // hop), self._norm.dim * c.segment_parts)
+
+    @property
+    def frame_dim(self) -> int | None:
+        """Dimension of normalised frames (None before the first block)."""
+        return self._norm.dim if self._norm is not None else None
+
+    @property
+    def frames_seen(self) -> int:
+        """Frames pushed so far (including filled gaps)."""
+        return self._ring.end if self._ring is not None else 0
+
+    @property
+    def nbytes(self) -> int:
+        """Upper bound of the memory held by this matcher's buffers, in bytes.
+
+        The ring and the segment index are allocated once; tracks are capped at
+        ``max_tracks`` of at most ``max_pattern_s`` each.
+        """
+        if self._ring is None or self._index is None:
+            return 0
+        c = self.config
+        tracks = c.max_tracks * c.frames(c.max_pattern_s) * 3 * 8
+        return self._ring.nbytes + self._index.nbytes + tracks
+
+    def _seconds(self, frame: int) -> float:
+        return frame * self.config.frame_stride_samples / self.config.sample_rate
+
+    def _end_seconds(self, last_frame: int) -> float:
+        c = self.config
+        return (last_frame * c.frame_stride_samples + c.frame_length_samples) / c.sample_rate
+
+    # ------------------------------------------------------------------ input
+    def push(self, block: FeatureBlock) -> list[Event]:
+        """Add consecutive frames of the stream; return the events they complete.
+
+        Frames missing between the previous block and ``block.start_frame`` (dropped by an
+        overloaded pipeline) are filled as inactive.
+
+        Raises:
+            MatcherInputError: Wrong shape or dimension, NaN/Inf, or a block that starts
+                before frames already pushed.
+        """
+        frames = np.asarray(block.frames, dtype=np.float32)
+        if frames.ndim != 2:
+            raise MatcherInputError(f"frames has shape {frames.shape}; expected [T, H]")
+        if self._input_dim is None:
+            self._allocate(int(frames.shape[1]))
+        if frames.shape[1] != self._input_dim:
+            raise MatcherInputError(f"frames have dim {frames.shape[1]}; this stream started with {self._input_dim}")
+        if frames.size and not np.isfinite(frames).all():
+            raise MatcherInputError("frames hold NaN/Inf values")
+        assert self._ring is not None
+        energy = block.energy_array(frames.shape[0])
+        start = self._ring.end if block.start_frame is None else block.start_frame
+        if start < self._ring.end:
+            raise MatcherInputError(f"block starts at frame {start}; frames up to {self._ring.end - 1} were already pushed")
+        events: list[Event] = []
+        if start > self._ring.end:
+            events += self._fill_gap(start - self._ring.end)
+        events += self._consume(frames, energy)
+        return events
+
+    def _fill_gap(self, count: int) -> list[Event]:
+        assert self._input_dim is not None
+        self.stats.gap_frames += count
+        if count > self.config.frames(self.config.buffer_s):
+            self._tracks.clear()
+        zeros = np.zeros((count, self._input_dim), np.float32)
+        return self._consume(zeros, np.full(count, -200.0, np.float32))
+
+    def _consume(self, frames: npt.NDArray[np.float32], energy: npt.NDArray[np.float32]) -> list[Event]:
+        assert self._ring is not None
+        hop = self.config.frames(self.config.segment_hop_s)
+        events: list[Event] = []
+        i = 0
+        while i < frames.shape[0]:
+            n = min(frames.shape[0] - i, hop - self._ring.end % hop)
+            self._write(frames[i : i + n], energy[i : i + n])
+            i += n
+            if self._ring.end % hop == 0:
+                self._on_segment()
+                events += self._novelty_step(flush=False)
+            events += self._finish_tracks(force=False)
+        return events
+
+    def _write(self, frames: npt.NDArray[np.float32], energy: npt.NDArray[np.float32]) -> None:
+        assert self._norm is not None and self._ring is not None
+        active = self._gate.update(energy)
+        unit = self._norm.normalize(frames, active)
+        self._ring.write(unit, active)
+        self.stats.frames += int(frames.shape[0])
+        self.stats.active_frames += int(active.sum())
+        for track in self._tracks:
+            track.advance(self._ring, self._ring.end)
+            self._check_periodic(track)
+
+    def flush(self) -> list[Event]:
+        """End of stream: finish every open track and novelty run; return their events."""
+        if self._ring is None:
+            return []
+        events = self._finish_tracks(force=True)
+        events += self._novelty_step(flush=True)
+        return events
+
+    def reset(self) -> None:
+        """Forget the stream (buffers are kept allocated)."""
+        self.__init__(self.config, self.stream, self._input_dim)  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ search
+    def _segment_embedding(self, start: int) -> tuple[npt.NDArray[np.float32], float]:
+        assert self._ring is not None
+        c = self.config
+        x, ok = self._ring.span(start, start + c.frames(c.segment_s))
+        parts = np.array_split(np.arange(x.shape[0]), c.segment_parts)
+        pooled = [x[p][ok[p]].sum(axis=0) if ok[p].any() else np.zeros(x.shape[1], np.float32) for p in parts]
+        emb = np.concatenate(pooled)
+        norm = float(np.linalg.norm(emb))
+        return (emb / norm if norm > 1e-6 else emb).astype(np.float32), float(ok.mean())
+
+    def _on_segment(self) -> None:
+        assert self._ring is not None and self._index is not None
+        c = self.config
+        seg = c.frames(c.segment_s)
+        q0 = self._ring.end - seg
+        if q0 < self._ring.start:
+            return
+        emb, active_fraction = self._segment_embedding(q0)
+        if active_fraction < c.min_active_fraction:
+            self._last_best = None
+            return
+        max_start = q0 - max(seg, c.frames(c.min_lag_s))
+        starts, sims = self._index.search(emb, self._ring.start, max_start, c.candidates)
+        self._last_best = float(sims[0]) if sims.size else None
+        self.stats.segments += 1
+        for cand, sim in zip(starts.tolist(), sims.tolist(), strict=True):
+            if sim < c.candidate_threshold:
+                break
+            self._try_candidate(q0, q0 - int(cand))
+        self._index.add(q0, emb)
+
+    def _covered(self, q0: int, lag: int) -> bool:
+        tol = 3 + int(self.config.tempo_tolerance * 50)
+        for track in self._tracks:
+            if abs(track.lag - lag) <= tol:
+                return True
+            if track.periodic and track.lag > 0:
+                ratio = lag / track.lag
+                if round(ratio) >= 1 and abs(lag - round(ratio) * track.lag) <= tol:
+                    return True
+        return False
+
+    def _try_candidate(self, q0: int, lag: int) -> None:
+        assert self._ring is not None
+        c = self.config
+        if self._covered(q0, lag):
+            return
+        if len(self._tracks) >= c.max_tracks:
+            self.stats.dropped_candidates += 1
+            return
+        self.stats.candidates += 1
+        seg = c.frames(c.segment_s)
+        search = c.frames(c.segment_hop_s) // 2 + 2
+        lag, diag, sims, ok = verify_alignment(self._ring, q0, q0 + seg, lag, search)
+        if not np.isfinite(diag) or self._covered(q0, lag):
+            return
+        ts = np.arange(q0, q0 + seg, dtype=np.int64)
+        bg = background_similarity(self._ring, ts[ok], np.full(int(ok.sum()), lag, np.int64), self._params.background_offsets)
+        contrast = (diag - bg) / max(1.0 - bg, 1e-3)
+        if contrast < c.start_threshold:
+            return
+        threshold = bg + c.hit_fraction * (diag - bg)
+        track = DiagonalTrack(q0, self._ring.end, lag, threshold, bg, self._params)
+        back_ts, back_sims = self._extend_back(q0, lag, threshold)
+        track.seed(back_ts, np.full(back_ts.size, lag, np.int64), back_sims)
+        track.seed(ts[ok], np.full(int(ok.sum()), lag, np.int64), sims[ok])
+        track.start = int(back_ts[0]) if back_ts.size else q0
+        track.last_hit = max(track.last_hit, q0)
+        track.advance(self._ring, self._ring.end)
+        self._tracks.append(track)
+        self.stats.tracks += 1
+
+    def _extend_back(self, q0: int, lag: int, threshold: float) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Walk the diagonal backwards from ``q0`` to find where the repeat began."""
+        assert self._ring is not None
+        c = self.config
+        lo = max(self._ring.start + lag, q0 - c.frames(c.max_extend_back_s))
+        if lo >= q0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        ts = np.arange(q0 - 1, lo - 1, -1, dtype=np.int64)
+        x, ok_x = self._ring.take(ts)
+        y, ok_y = self._ring.take(ts - lag)
+        ok = ok_x & ok_y
+        sims = np.einsum("ij,ij->i", x, y)
+        keep_ts: list[int] = []
+        keep_sims: list[float] = []
+        recent: list[float] = []
+        first_hit = None
+        miss = gap = 0
+        for t, s, good in zip(ts.tolist(), sims.tolist(), ok.tolist(), strict=True):
+            if not good:
+                gap += 1
+                if gap > self._params.max_gap_frames:
+                    break
+                continue
+            gap = 0
+            keep_ts.append(t)
+            keep_sims.append(s)
+            recent = [*recent[-4:], s]
+            if sum(recent) / len(recent) >= threshold:
+                miss = 0
+                if s >= threshold:
+                    first_hit = t
+            else:
+                miss += 1
+                if miss >= self._params.patience_frames:
+                    break
+        if first_hit is None:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        n = keep_ts.index(first_hit) + 1
+        return np.asarray(keep_ts[:n][::-1], np.int64), np.asarray(keep_sims[:n][::-1], np.float32)
+
+    # ------------------------------------------------------------------ periodicity
+    def _check_periodic(self, track: DiagonalTrack) -> None:
+        if track.periodic or track.length_frames <= self.config.periodic_ratio * max(track.lag, 1):
+            return
+        track.periodic = True
+        self.stats.periodic_tracks += 1
+        self._periodic.append([track.start, track.last_hit, id(track)])
+
+    def _update_periodic_regions(self) -> None:
+        live = {id(t): t for t in self._tracks if t.periodic}
+        for region in self._periodic:
+            track = live.get(region[2])
+            if track is not None:
+                region[1] = max(region[1], track.last_hit)
+
+    def _in_periodic_region(self, start: int, end: int) -> bool:
+        length = max(1, end - start + 1)
+        for r0, r1, _ in self._periodic:
+            overlap = min(end, r1) - max(start, r0) + 1
+            if overlap > 0.5 * length:
+                return True
+        return False
+
+    # ------------------------------------------------------------------ output
+    def _finish_tracks(self, force: bool) -> list[Event]:
+        assert self._ring is not None
+        self._update_periodic_regions()
+        done = [t for t in self._tracks if t.ended or force]
+        if not done:
+            return []
+        self._tracks = [t for t in self._tracks if not (t.ended or force)]
+        for track in done:
+            track.trim()
+        scored = sorted(((t.score(self._ring), t) for t in done), key=lambda st: -st[0])
+        events: list[Event] = []
+        for score, track in scored:
+            event = self._to_event(track, score)
+            if event is not None:
+                events.append(event)
+        self._prune()
+        return events
+
+    def _to_event(self, track: DiagonalTrack, score: float) -> MatchEvent | None:
+        c = self.config
+        s, e = track.start, track.last_hit
+        if e - s + 1 < c.frames(c.min_pattern_s):
+            self.stats.rejected_short += 1
+            return None
+        if score < c.match_threshold:
+            self.stats.rejected_score += 1
+            return None
+        if track.periodic or self._in_periodic_region(s, e):
+            self.stats.rejected_periodic += 1
+            return None
+        if any(min(e, b) - max(s, a) + 1 > 0.5 * (e - s + 1) for a, b in self._emitted):
+            return None
+        earlier = (s - track.lag_at_start(), e - track.lag_at_end())
+        pattern = self._pattern_for(earlier)
+        if s < pattern.last_event_end + c.frames(c.refractory_s):
+            self.stats.rejected_refractory += 1
+            return None
+        pattern.last_event_end = e
+        pattern.count += 1
+        self._register(s, e, pattern.pattern_id)
+        self._emitted.append((s, e))
+        self.stats.matches += 1
+        return MatchEvent(
+            stream=self.stream,
+            pattern_id=pattern.pattern_id,
+            first_start_s=self._seconds(pattern.first[0]),
+            first_end_s=self._end_seconds(pattern.first[1]),
+            start_s=self._seconds(s),
+            end_s=self._end_seconds(e),
+            score=round(score, 4),
+            detected_at_s=self._end_seconds(self._ring.end - 1) if self._ring else 0.0,
+        )
+
+    def _pattern_for(self, span: tuple[int, int]) -> _Pattern:
+        a, b = span
+        length = max(1, b - a + 1)
+        hi = bisect.bisect_right(self._occurrences, (b + 1,))
+        for start, end, pid in reversed(self._occurrences[:hi]):
+            overlap = min(b, end) - max(a, start) + 1
+            if overlap > 0.5 * min(length, end - start + 1) and pid in self._patterns:
+                self._patterns.move_to_end(pid)
+                return self._patterns[pid]
+        pid = self.config.pattern_id_prefix + f"{self.stream + '/' if self.stream else ''}p{self._next_pattern}"
+        self._next_pattern += 1
+        pattern = _Pattern(pid, span)
+        self._patterns[pid] = pattern
+        while len(self._patterns) > self.config.max_patterns:
+            self._patterns.popitem(last=False)
+        self._register(a, b, pid)
+        return pattern
+
+    def _register(self, start: int, end: int, pattern_id: str) -> None:
+        bisect.insort(self._occurrences, (start, end, pattern_id))
+
+    def _prune(self) -> None:
+        assert self._ring is not None
+        oldest = self._ring.start
+        if self._occurrences and self._occurrences[0][0] < oldest:
+            self._occurrences = [o for o in self._occurrences if o[1] >= oldest]
+        while self._periodic and self._periodic[0][1] < oldest:
+            self._periodic.popleft()
+
+    def _novelty_step(self, flush: bool) -> list[Event]:
+        c = self.config
+        if c.novelty_threshold is None or self._ring is None or self._index is None:
+            return []
+        best = getattr(self, "_last_best", None)
+        enough = self._index.size * c.segment_hop_s >= c.novelty_min_history_s
+        seg = c.frames(c.segment_s)
+        novel = not flush and enough and best is not None and best < c.novelty_threshold
+        if novel and best is not None:
+            if not self._novel_run:
+                self._novel_start = self._ring.end - seg
+            self._novel_run.append(best)
+            if len(self._novel_run) * c.segment_hop_s < c.novelty_max_s:
+                return []
+        if not self._novel_run:
+            return []
+        end = self._ring.end - 1 if novel or flush else self._ring.end - c.frames(c.segment_hop_s) - 1
+        score = float(np.clip(1.0 - float(np.mean(self._novel_run)), 0.0, 1.0))
+        self._novel_run = []
+        self.stats.novelties += 1
+        return [
+            NoveltyEvent(
+                stream=self.stream,
+                start_s=self._seconds(self._novel_start),
+                end_s=self._end_seconds(max(end, self._novel_start)),
+                score=round(score, 4),
+                detected_at_s=self._end_seconds(self._ring.end - 1),
+            )
+        ]
+
+    def pattern_embedding(self, start_s: float, end_s: float) -> npt.NDArray[np.float32] | None:
+        """Library embedding of a span still in the buffer (None when it is not).
+
+        Mean and standard deviation of the span's active unit frames, L2-normalised:
+        the same function :func:`ostinato.stream.embedding.pattern_embedding` applies to a
+        clip, so patterns can be found again by example.
+        """
+        from ostinato.stream.embedding import pool_frames
+
+        if self._ring is None:
+            return None
+        c = self.config
+        a = int(round(start_s * c.sample_rate / c.frame_stride_samples))
+        b = int(round((end_s * c.sample_rate - c.frame_length_samples) / c.frame_stride_samples)) + 1
+        if a < self._ring.start or b > self._ring.end or b <= a:
+            return None
+        x, ok = self._ring.span(a, b)
+        return pool_frames(x[ok]) if ok.any() else None

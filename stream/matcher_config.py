@@ -1,0 +1,190 @@
+"""Configuration, input block and counters of the pattern matcher."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["FeatureBlock", "MatcherConfig", "MatcherStats"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MatcherConfig:
+    """Settings of :class:`~ostinato.stream.matcher.PatternMatcher` (see ``docs/matcher.md``).
+
+    Args:
+        buffer_s: Audio history searched for repeats (hard memory bound; 10 min default,
+            1 h and more supported).
+        frame_dim: Frames with more dimensions are randomly projected down to this.
+        center_frames: Subtract each frame's mean over its dimensions (gain invariance for
+            log-mel).
+        mean_time_constant_s: Time constant of the running mean removed from frames.
+        energy_floor_db: Frames quieter than this (DC removed) are inactive.
+        noise_margin_db: Frames must also exceed the tracked noise floor by this much.
+        noise_window_s: Window of the noise-floor tracker.
+        min_active_fraction: Segments with fewer active frames are neither indexed nor queried.
+        segment_s: Length of a search segment.
+        segment_hop_s: Spacing of search segments (also the search rate).
+        segment_parts: Sub-blocks pooled per segment embedding (coarse temporal order).
+        candidates: Earlier segments examined per search.
+        candidate_threshold: Minimum segment cosine for a candidate.
+        start_threshold: Minimum contrast of a candidate's 1-segment alignment to follow it.
+        hit_fraction: Per-frame hit threshold, as a fraction from background to the
+            starting diagonal similarity.
+        match_threshold: Minimum calibrated score of a reported match.
+        min_pattern_s: Shortest repeat reported.
+        max_pattern_s: Longest stretch followed before a track is cut.
+        min_lag_s: Minimum distance between an occurrence and the one it repeats.
+        tempo_tolerance: Relative tempo difference tolerated (0.05 = ±5 %).
+        end_patience_s: Non-matching audio that ends a repeat (sets detection latency).
+        max_gap_s: Inactive audio (pauses) tolerated inside a repeat.
+        max_extend_back_s: How far back a repeat's start is searched once detected.
+        refractory_s: A pattern is not reported again until this long after its last report.
+        periodic_ratio: A repeat longer than this many lags is a loop (periodic music,
+            a groove) and is not reported.
+        max_tracks: Repeats followed at once (further candidates are dropped and counted).
+        max_patterns: Pattern records kept for stable ids.
+        novelty_threshold: Best segment cosine below which audio is reported novel
+            (None: no novelty events).
+        novelty_min_history_s: Indexed history needed before novelty is judged.
+        novelty_max_s: A novelty run is reported at the latest after this long.
+        pattern_id_prefix: Prefix of pattern ids.
+        sample_rate: Rate of the frame positions (Hz).
+        frame_stride_samples: Frame hop (320 for Wav2Vec2 and log-mel).
+        frame_length_samples: Frame window (400).
+    """
+
+    buffer_s: float = 600.0
+    frame_dim: int = 128
+    center_frames: bool = True
+    mean_time_constant_s: float = 10.0
+    energy_floor_db: float = -60.0
+    noise_margin_db: float = 3.0
+    noise_window_s: float = 10.0
+    min_active_fraction: float = 0.5
+    segment_s: float = 1.0
+    segment_hop_s: float = 0.2
+    segment_parts: int = 2
+    candidates: int = 8
+    candidate_threshold: float = 0.3
+    start_threshold: float = 0.25
+    hit_fraction: float = 0.4
+    match_threshold: float = 0.3
+    min_pattern_s: float = 1.0
+    max_pattern_s: float = 60.0
+    min_lag_s: float = 1.0
+    tempo_tolerance: float = 0.05
+    end_patience_s: float = 0.2
+    max_gap_s: float = 0.4
+    max_extend_back_s: float = 10.0
+    refractory_s: float = 2.0
+    periodic_ratio: float = 1.5
+    max_tracks: int = 16
+    max_patterns: int = 4096
+    novelty_threshold: float | None = None
+    novelty_min_history_s: float = 30.0
+    novelty_max_s: float = 10.0
+    pattern_id_prefix: str = ""
+    sample_rate: int = 16000
+    frame_stride_samples: int = 320
+    frame_length_samples: int = 400
+
+    def __post_init__(self) -> None:
+        positive = {
+            "buffer_s": self.buffer_s,
+            "mean_time_constant_s": self.mean_time_constant_s,
+            "noise_window_s": self.noise_window_s,
+            "segment_s": self.segment_s,
+            "segment_hop_s": self.segment_hop_s,
+            "min_pattern_s": self.min_pattern_s,
+            "max_pattern_s": self.max_pattern_s,
+            "end_patience_s": self.end_patience_s,
+            "sample_rate": self.sample_rate,
+            "frame_stride_samples": self.frame_stride_samples,
+            "frame_length_samples": self.frame_length_samples,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name}={value!r}; expected > 0")
+        if self.buffer_s < 4 * self.segment_s or self.buffer_s > 24 * 3600:
+            raise ValueError(f"buffer_s={self.buffer_s}; expected {4 * self.segment_s} .. 86400 s")
+        if self.segment_hop_s > self.segment_s:
+            raise ValueError(f"segment_hop_s={self.segment_hop_s}; expected <= segment_s={self.segment_s}")
+        if not 1 <= self.segment_parts <= 8:
+            raise ValueError(f"segment_parts={self.segment_parts}; expected 1..8")
+        if self.frame_dim < 8:
+            raise ValueError(f"frame_dim={self.frame_dim}; expected >= 8")
+        if not 0.0 <= self.tempo_tolerance <= 0.2:
+            raise ValueError(f"tempo_tolerance={self.tempo_tolerance}; expected 0 .. 0.2")
+        for name in ("match_threshold", "start_threshold", "hit_fraction", "min_active_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value!r}; expected a value in [0, 1]")
+        if self.max_pattern_s < self.min_pattern_s:
+            raise ValueError(f"max_pattern_s={self.max_pattern_s}; expected >= min_pattern_s={self.min_pattern_s}")
+        if self.min_lag_s < 0 or self.max_gap_s < 0 or self.refractory_s < 0 or self.max_extend_back_s < 0:
+            raise ValueError("min_lag_s, max_gap_s, refractory_s and max_extend_back_s must be >= 0")
+        if self.periodic_ratio < 1.0:
+            raise ValueError(f"periodic_ratio={self.periodic_ratio}; expected >= 1")
+        if self.candidates < 1 or self.max_tracks < 1 or self.max_patterns < 1:
+            raise ValueError("candidates, max_tracks and max_patterns must be >= 1")
+        if self.novelty_threshold is not None and not -1.0 <= self.novelty_threshold <= 1.0:
+            raise ValueError(f"novelty_threshold={self.novelty_threshold}; expected None or -1 .. 1")
+
+    @property
+    def frame_rate_hz(self) -> float:
+        """Frames per second."""
+        return self.sample_rate / self.frame_stride_samples
+
+    def frames(self, seconds: float) -> int:
+        """Whole number of frames in ``seconds`` (at least 1)."""
+        return max(1, int(round(seconds * self.frame_rate_hz)))
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class FeatureBlock:
+    """Consecutive frames of one stream for :meth:`PatternMatcher.push`.
+
+    Args:
+        frames: ``[T, H]`` float frames.
+        energy_db: ``[T]`` DC-removed frame energy in dB
+            (:func:`ostinato.runtime.logmel.frame_energy_db`); drives the silence gate.
+            When None every frame counts as active and only the contrast scoring guards
+            against stationary sound.
+        start_frame: Global index of ``frames[0]`` (None: right after the previous block).
+    """
+
+    frames: npt.NDArray[np.float32]
+    energy_db: npt.NDArray[np.float32] | None = None
+    start_frame: int | None = None
+
+    def energy_array(self, count: int) -> npt.NDArray[np.float32]:
+        """Energy per frame (+100 dB everywhere when absent)."""
+        if self.energy_db is None:
+            return np.full(count, 100.0, np.float32)
+        energy = np.asarray(self.energy_db, dtype=np.float32)
+        if energy.shape != (count,):
+            raise ValueError(f"energy_db has shape {energy.shape}; expected ({count},) to match frames")
+        return energy
+
+
+@dataclasses.dataclass(slots=True)
+class MatcherStats:
+    """Running counts of one matcher (exported as metrics by the stage)."""
+
+    frames: int = 0
+    active_frames: int = 0
+    gap_frames: int = 0
+    segments: int = 0
+    candidates: int = 0
+    dropped_candidates: int = 0
+    tracks: int = 0
+    periodic_tracks: int = 0
+    matches: int = 0
+    novelties: int = 0
+    rejected_short: int = 0
+    rejected_score: int = 0
+    rejected_periodic: int = 0
+    rejected_refractory: int = 0
