@@ -173,7 +173,8 @@ class FeaturesFrame:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Status:
-    """Periodic stream status: lag, drops by reason, health and its reasons."""
+    """Periodic stream status: lag, drops by reason, health and its reasons, and the input
+    level (RMS of the latest audio block in dBFS, floored at -120) for level meters."""
 
     lag_s: float = 0.0
     dropped: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -181,6 +182,7 @@ class Status:
     reasons: tuple[str, ...] = ()
     frames: int = 0
     audio_s: float = 0.0
+    level_dbfs: float = -120.0
     type: Literal["status"] = "status"
 
 
