@@ -79,3 +79,23 @@ def sine() -> Callable[..., npt.NDArray[np.float32]]:
 def speech_like() -> Callable[..., npt.NDArray[np.float32]]:
     """``speech_like(duration_s, seed=0, sample_rate=16000)`` -> float32 mono, speech-shaped."""
     return _speech_like
+
+
+@pytest.fixture(scope="session")
+def tiny_gama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """GAMA ``random:tiny`` fp32 (validated vs PyTorch at export, greedy tokens included)."""
+    from ostinato.export.gama import GamaExportConfig, export_gama
+
+    out = tmp_path_factory.mktemp("gama") / "tiny-fp32"
+    export_gama(GamaExportConfig(out_dir=out, random_init=True, config="tiny", precision="fp32"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_gama_int4_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """GAMA ``random:tiny`` int4 decoder + int8 audio branch (cosine-validated vs PyTorch)."""
+    from ostinato.export.gama import GamaExportConfig, export_gama
+
+    out = tmp_path_factory.mktemp("gama") / "tiny-int4"
+    export_gama(GamaExportConfig(out_dir=out, random_init=True, config="tiny", precision="int4"))
+    return out
