@@ -36,6 +36,7 @@ __all__ = [
     "STAGE_PREFIX",
     "infer_audio_config",
     "load_gama",
+    "read_llama_config",
     "rename_audio_key",
 ]
 
@@ -105,7 +106,12 @@ def _is_audio(key: str) -> bool:
     return key.startswith(_AUDIO_ROOTS)
 
 
-def _read_llama_config(base_dir: Path) -> dict[str, object]:
+def read_llama_config(base_dir: Path) -> dict[str, object]:
+    """Read the release's ``config.json`` (the Llama decoder's settings).
+
+    Raises:
+        SourceModelError: Missing or not JSON.
+    """
     path = base_dir / "config.json"
     if not path.is_file():
         raise SourceModelError(f"{str(path)!r} not found: {str(base_dir)!r} is not a GAMA base folder",
@@ -291,7 +297,7 @@ def load_gama(
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
     base_dir, report = Path(base_dir), LoadReport()
-    llama = _read_llama_config(base_dir)
+    llama = read_llama_config(base_dir)
     stage = _read_stage(Path(checkpoint))
     if progress:
         progress("read checkpoint", 0, 3)
