@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Generic, Literal, TypeVar, get_args
 
 from ostinato.stream.errors import ChannelClosedError, ConfigError, EndOfStream
@@ -49,6 +49,8 @@ class Channel(Generic[T]):
         policy: Overflow policy: ``block``, ``drop_oldest`` or ``drop_newest``.
         name: Label used in metrics and logs.
         metrics: Where to export depth and drop counts (optional).
+        on_drop: Called as ``(item, reason)`` for every dropped item (accounting hook;
+            must not raise or block).
 
     Raises:
         ConfigError: If ``capacity`` or ``policy`` is invalid.
@@ -61,6 +63,7 @@ class Channel(Generic[T]):
         *,
         name: str = "channel",
         metrics: StreamMetrics | None = None,
+        on_drop: Callable[[T, str], None] | None = None,
     ) -> None:
         if not isinstance(capacity, int) or capacity < 1:
             raise ConfigError(f"channel {name!r}: capacity={capacity!r}; expected an integer >= 1")
@@ -69,7 +72,9 @@ class Channel(Generic[T]):
         self.capacity = capacity
         self.policy: OverflowPolicy = policy
         self.name = name
-        self._items: collections.deque[T] = collections.deque()
+        # (item, is_control): control items (end-of-stream markers) bypass capacity and drops.
+        self._items: collections.deque[tuple[T, bool]] = collections.deque()
+        self._data = 0  # data items queued (what capacity bounds)
         self._getters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._putters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
@@ -77,11 +82,12 @@ class Channel(Generic[T]):
         self.dropped: collections.Counter[str] = collections.Counter()
         #: Items accepted so far.
         self.accepted = 0
-        #: Highest depth seen.
+        #: Highest number of data items queued at once (control items excluded).
         self.max_depth = 0
         self._depth_gauge = None
         self._accepted_counter = None
         self._metrics = metrics
+        self.on_drop = on_drop
         if metrics is not None:
             metrics.channel_capacity.labels(name).set(capacity)
             self._depth_gauge = metrics.channel_depth.labels(name)
@@ -127,14 +133,13 @@ class Channel(Generic[T]):
             ``block``, or channel closed).
         """
         if self._closed:
-            self._count_drop("closed")
+            self._count_drop("closed", item)
             return False
-        if len(self._items) >= self.capacity:
+        if self._data >= self.capacity:
             if self.policy == "drop_oldest":
-                self._items.popleft()
-                self._count_drop("drop_oldest")
+                self._count_drop("drop_oldest", self._evict_oldest_data())
             else:
-                self._count_drop("drop_newest" if self.policy == "drop_newest" else "full")
+                self._count_drop("drop_newest" if self.policy == "drop_newest" else "full", item)
                 return False
         self._append(item)
         return True
@@ -153,11 +158,24 @@ class Channel(Generic[T]):
         if self.policy != "block":
             self.offer(item)
             return
-        while len(self._items) >= self.capacity:
+        while self._data >= self.capacity:
             await self._wait(self._putters)
             if self._closed:
                 raise ChannelClosedError(f"channel {self.name!r} closed while waiting for space")
         self._append(item)
+
+    def put_control(self, item: T) -> None:
+        """Queue a control item (e.g. an end-of-stream marker): never waits, never dropped.
+
+        Control items keep their place in the FIFO order but do not count against the
+        capacity, and ``drop_oldest`` evicts data items around them.
+
+        Raises:
+            ChannelClosedError: If the channel is closed.
+        """
+        if self._closed:
+            raise ChannelClosedError(f"put_control on closed channel {self.name!r}")
+        self._append(item, control=True)
 
     def close(self) -> None:
         """Mark end of stream. Queued items can still be read; waiting writers fail."""
@@ -177,9 +195,11 @@ class Channel(Generic[T]):
             The number of items dropped.
         """
         n = len(self._items)
-        self._items.clear()
-        if n:
-            self._count_drop("discarded", n)
+        while self._items:
+            item, _ = self._items.popleft()
+            self._count_drop("discarded", item)
+        self._data = 0
+        for _ in range(min(n, len(self._putters))):
             self._wake(self._putters)
         self._update_depth()
         return n
@@ -224,28 +244,40 @@ class Channel(Generic[T]):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _append(self, item: T) -> None:
-        self._items.append(item)
+    def _append(self, item: T, control: bool = False) -> None:
+        self._items.append((item, control))
+        self._data += not control
         self.accepted += 1
         if self._accepted_counter is not None:
             self._accepted_counter.inc()
-        if len(self._items) > self.max_depth:
-            self.max_depth = len(self._items)
+        if self._data > self.max_depth:
+            self.max_depth = self._data
         self._update_depth()
         self._wake(self._getters)
 
     def _pop(self) -> T:
-        item = self._items.popleft()
+        item, control = self._items.popleft()
+        self._data -= not control
         self._update_depth()
         self._wake(self._putters)
         return item
 
-    def _count_drop(self, reason: str, n: int = 1) -> None:
-        self.dropped[reason] += n
+    def _evict_oldest_data(self) -> T:
+        for i, (item, control) in enumerate(self._items):
+            if not control:
+                del self._items[i]
+                self._data -= 1
+                return item
+        raise RuntimeError("channel full of control items (bug)")  # capacity >= 1 data item
+
+    def _count_drop(self, reason: str, item: T) -> None:
+        self.dropped[reason] += 1
         if self._metrics is not None:
-            self._metrics.channel_dropped.labels(self.name, reason).inc(n)
+            self._metrics.channel_dropped.labels(self.name, reason).inc()
+        if self.on_drop is not None:
+            self.on_drop(item, reason)
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("channel %s dropped %d item(s): %s", self.name, n, reason)
+            logger.debug("channel %s dropped an item: %s", self.name, reason)
 
     def _update_depth(self) -> None:
         if self._depth_gauge is not None:

@@ -12,7 +12,9 @@ import dataclasses
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["AudioChunk", "StreamFeatures", "Window", "WindowTiming"]
+from ostinato.runtime.features import Features
+
+__all__ = ["AudioChunk", "StreamEnd", "StreamFeatures", "Window", "WindowTiming"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
@@ -115,6 +117,7 @@ class StreamFeatures:
         output: Model output name the frames come from.
         timing: Timing breakdown of the window.
         last: True for the final features of a stream.
+        frame_stride_samples: Samples between frame starts (320 for Wav2Vec2).
     """
 
     stream_id: str
@@ -125,6 +128,12 @@ class StreamFeatures:
     output: str
     timing: WindowTiming
     last: bool = False
+    frame_stride_samples: int = 320
+
+    @property
+    def first_frame(self) -> int:
+        """Global index of the first frame (its start sample / stride)."""
+        return int(self.start_samples[0]) // self.frame_stride_samples if self.num_frames else 0
 
     @property
     def num_frames(self) -> int:
@@ -135,3 +144,24 @@ class StreamFeatures:
     def start_s(self) -> float:
         """Start of the first frame in seconds (0.0 when empty)."""
         return float(self.start_samples[0]) / self.sample_rate if self.num_frames else 0.0
+
+    def to_features(self) -> Features:
+        """The same frames as a runtime :class:`~ostinato.runtime.Features` (stream set)."""
+        return Features(self.frames, self.start_samples, self.sample_rate, self.output, self.stream_id)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """Marks the end of one stream; travels behind its last window / features, in order.
+
+    Args:
+        stream_id: Which stream ended.
+        samples: Samples the stream delivered (at the pipeline rate).
+        error: Why the stream ended early (``""`` for a normal end).
+        error_class: Class of that error (``""`` for a normal end).
+    """
+
+    stream_id: str
+    samples: int = 0
+    error: str = ""
+    error_class: str = ""

@@ -128,3 +128,35 @@ async def test_offer_from_another_thread() -> None:
 def test_invalid_config(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         Channel(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_on_drop_sees_every_dropped_item() -> None:
+    seen: list[tuple[int, str]] = []
+    ch: Channel[int] = Channel(2, "drop_oldest", on_drop=lambda item, reason: seen.append((item, reason)))
+    for i in range(4):
+        ch.offer(i)
+    ch.close()
+    ch.offer(9)
+    ch.discard()
+    assert seen == [(0, "drop_oldest"), (1, "drop_oldest"), (9, "closed"), (2, "discarded"), (3, "discarded")]
+
+
+async def test_control_items_are_never_dropped_and_keep_order() -> None:
+    ch: Channel[str] = Channel(2, "drop_oldest")
+    ch.offer("a")
+    ch.put_control("END-1")
+    ch.offer("b")
+    ch.offer("c")  # full: evicts "a", not the marker
+    ch.put_control("END-2")  # beyond capacity: allowed
+    assert ch.depth == 4 and ch.dropped["drop_oldest"] == 1
+    ch.close()
+    assert [x async for x in ch] == ["END-1", "b", "c", "END-2"]
+    with pytest.raises(ChannelClosedError):
+        ch.put_control("late")
+
+
+async def test_control_items_do_not_block_putters() -> None:
+    ch: Channel[str] = Channel(1)
+    ch.put_control("m")
+    await asyncio.wait_for(ch.put("x"), 0.5)  # the marker takes no capacity
+    assert [ch.get_nowait(), ch.get_nowait()] == ["m", "x"]

@@ -1,0 +1,482 @@
+"""InferenceStage: batches windows across streams and runs the model off the event loop.
+
+Windows from every stream share one inbox. The stage collects up to ``batch_size`` windows
+of equal length (waiting at most ``max_wait_ms`` for more), drops windows whose age exceeds
+``max_lag_s`` (counted, reason ``deadline``) instead of building up lag, and hands the batch
+to a free worker: each worker is one model (ONNX Runtime session) with one dedicated thread,
+so session access is serialized and the loop stays free (``session.run`` releases the GIL).
+Results are emitted in batch order, so every stream's features stay in order, trimmed to the
+windows' core frames with exact sample times.
+
+Failures are classified: transient errors are retried with backoff, then counted and the
+batch dropped (``inference_error``); a circuit breaker fails fast after repeated failures
+(``breaker_open``); input errors drop the batch (``input``); permanent errors stop the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from ostinato.stream.breaker import BreakerConfig, CircuitBreaker
+from ostinato.stream.channel import Channel
+from ostinato.stream.errors import ConfigError, EndOfStream, ErrorClass, StageError, classify_error
+from ostinato.stream.frames import StreamEnd, StreamFeatures, Window, WindowTiming
+from ostinato.stream.health import HealthMonitor
+from ostinato.stream.metrics import StreamMetrics, process_rss_bytes
+from ostinato.stream.retry import RetryPolicy, retry_call
+from ostinato.stream.summary import LatencyReservoir
+
+__all__ = ["BatchModel", "InferenceConfig", "InferenceStage", "InferenceStats"]
+
+logger = logging.getLogger(__name__)
+
+STAGE = "inference"
+
+
+class BatchModel(Protocol):
+    """What the stage needs from a model (``ostinato.runtime.Wav2Vec2Model`` fits)."""
+
+    sample_rate: int
+    frame_stride_samples: int
+    receptive_field_samples: int
+    output_names: tuple[str, ...]
+    default_output: str
+
+    def run_batch(
+        self, windows: npt.NDArray[np.float32], outputs: Sequence[str] | None = None
+    ) -> dict[str, npt.NDArray[np.float32]]: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InferenceConfig:
+    """Batching, deadline and resilience settings.
+
+    Args:
+        batch_size: Most windows per model run (the seed config uses 4).
+        max_wait_ms: Longest wait for more windows once one is ready.
+        max_lag_s: Windows older than this when their batch would start are dropped
+            (``inf`` disables the deadline, e.g. for offline files).
+        output: Model output to emit (``None``: the model's default output).
+        retry: Retries of transient inference failures.
+        breaker: Circuit breaker around inference.
+    """
+
+    batch_size: int = 4
+    max_wait_ms: float = 5.0
+    max_lag_s: float = 5.0
+    output: str | None = None
+    retry: RetryPolicy = RetryPolicy(max_attempts=3, base_delay_s=0.05, max_delay_s=1.0)
+    breaker: BreakerConfig = BreakerConfig()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 256:
+            raise ConfigError(f"batch_size={self.batch_size!r}; expected an integer in [1, 256]")
+        if not 0 <= self.max_wait_ms <= 10_000:
+            raise ConfigError(f"max_wait_ms={self.max_wait_ms}; expected 0..10000")
+        if not self.max_lag_s > 0:
+            raise ConfigError(f"max_lag_s={self.max_lag_s}; expected > 0 (inf disables the deadline)")
+
+
+@dataclasses.dataclass(slots=True)
+class InferenceStats:
+    """Running counters of the stage (read by the pipeline summary)."""
+
+    windows_in: int = 0
+    windows_run: int = 0
+    batches: int = 0
+    frames_out: int = 0
+    busy_s: float = 0.0
+    audio_s: float = 0.0
+    dropped: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    errors: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    timing: dict[str, LatencyReservoir] = dataclasses.field(
+        default_factory=lambda: {k: LatencyReservoir() for k in ("queue_wait", "inference", "post", "latency")}
+    )
+
+
+@dataclasses.dataclass(slots=True)
+class _Worker:
+    index: int
+    model: BatchModel
+    executor: ThreadPoolExecutor
+
+
+@dataclasses.dataclass(slots=True)
+class _Result:
+    windows: list[Window]
+    frames: list[npt.NDArray[np.float32]]
+    started_s: float
+    inference_s: float
+    post_s: float
+
+
+class InferenceStage:
+    """Runs windows through a pool of model workers, in order, with deadlines and a breaker.
+
+    Args:
+        models: One model per worker (each gets its own thread). The same object may appear
+            several times to share one thread-safe session between threads.
+        config: Batching/deadline/resilience settings.
+        metrics: Metrics to update (optional).
+        health: Health monitor to feed (optional).
+        on_drop: Called as ``(window, reason)`` for every window not inferred (settable
+            later through the ``on_drop`` attribute; the pipeline sets it).
+        own_models: Close the models in :meth:`close` (set by :meth:`from_dir`).
+        clock: Monotonic clock, the same one that stamped ``Window.ready_s``.
+    """
+
+    name = STAGE
+
+    def __init__(
+        self,
+        models: Sequence[BatchModel],
+        config: InferenceConfig = InferenceConfig(),
+        *,
+        metrics: StreamMetrics | None = None,
+        health: HealthMonitor | None = None,
+        on_drop: Callable[[Window, str], None] | None = None,
+        own_models: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not models:
+            raise ConfigError("InferenceStage needs at least one model (workers >= 1)")
+        first = models[0]
+        self.output = config.output or first.default_output
+        if self.output not in first.output_names:
+            raise ConfigError(f"output={self.output!r}; this model has {list(first.output_names)}")
+        self.config = config
+        self.sample_rate = first.sample_rate
+        self.stride = first.frame_stride_samples
+        self.receptive_field = first.receptive_field_samples
+        self.stats = InferenceStats()
+        self.breaker = CircuitBreaker(STAGE, config.breaker, clock=clock, metrics=metrics)
+        self._models = list(models)
+        self._own_models = own_models
+        self._metrics = metrics
+        self._health = health
+        self.on_drop = on_drop
+        self._clock = clock
+        self._workers = [
+            _Worker(i, m, ThreadPoolExecutor(1, thread_name_prefix=f"ostinato-infer-{i}")) for i, m in enumerate(models)
+        ]
+        self._held: Window | StreamEnd | None = None
+        self._closed = False
+
+    @classmethod
+    def from_dir(
+        cls,
+        directory: str | Path,
+        *,
+        workers: int = 1,
+        provider: str = "auto",
+        intra_op_threads: int | None = None,
+        config: InferenceConfig = InferenceConfig(),
+        metrics: StreamMetrics | None = None,
+        health: HealthMonitor | None = None,
+        on_drop: Callable[[Window, str], None] | None = None,
+    ) -> InferenceStage:
+        """Load ``workers`` sessions of an exported Wav2Vec2 model and build the stage.
+
+        Args:
+            directory: Model directory (``ostinato.json`` + ONNX).
+            workers: Sessions (each with one dedicated thread).
+            provider: ``auto``, ``cpu``, ``cuda`` or ``tensorrt``.
+            intra_op_threads: Threads per session operator (default: 1 when several
+                workers share the CPU, else ONNX Runtime's choice).
+            config: Stage settings.
+            metrics: Metrics (model memory, provider fallback are recorded here).
+            health: Health monitor (provider fallback is recorded here).
+            on_drop: See the constructor.
+
+        Returns:
+            A stage that owns (and closes) its models.
+        """
+        from ostinato.runtime import Wav2Vec2Model
+
+        if not isinstance(workers, int) or not 1 <= workers <= 64:
+            raise ConfigError(f"workers={workers!r}; expected an integer in [1, 64]")
+        threads = intra_op_threads if intra_op_threads is not None else (1 if workers > 1 else None)
+        rss_before = process_rss_bytes()
+        models: list[Wav2Vec2Model] = []
+        try:
+            for _ in range(workers):
+                models.append(Wav2Vec2Model.from_dir(directory, provider=provider, intra_op_threads=threads))
+        except BaseException:
+            for m in models:
+                m.close()
+            raise
+        session = models[0].session
+        if metrics is not None:
+            metrics.model_memory.labels(Path(directory).name).set(max(0.0, process_rss_bytes() - rss_before))
+            metrics.provider_fallback.set(1 if session.fell_back else 0)
+        if session.fell_back and health is not None:
+            health.set_fallback(STAGE, f"{provider} requested, running on {session.providers[0]}")
+        return cls(models, config, metrics=metrics, health=health, on_drop=on_drop, own_models=True)
+
+    @property
+    def models(self) -> list[BatchModel]:
+        """The worker models."""
+        return list(self._models)
+
+    async def run(self, inbox: Channel[Window | StreamEnd], outbox: Channel[StreamFeatures | StreamEnd]) -> None:
+        """Consume windows until the inbox ends; emit features (and end markers) in order.
+
+        Closes ``outbox`` when done.
+
+        Raises:
+            StageError: On a permanent inference failure.
+        """
+        idle: Channel[_Worker] = Channel(len(self._workers), name="inference_workers")
+        for w in self._workers:
+            idle.offer(w)
+        inflight: Channel[asyncio.Future[list[StreamFeatures | StreamEnd]]] = Channel(
+            len(self._workers), name="inference_inflight"
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._emit(inflight, outbox))
+                try:
+                    while True:
+                        batch, marker = await self._collect(inbox)
+                        if not batch and marker is None:
+                            break
+                        batch = self._apply_deadline(batch)
+                        if batch:
+                            worker = await idle.get()
+                            await inflight.put(tg.create_task(self._process(worker, batch, idle)))
+                        if marker is not None:
+                            done: asyncio.Future[list[StreamFeatures | StreamEnd]] = loop.create_future()
+                            done.set_result([marker])
+                            await inflight.put(done)
+                finally:
+                    inflight.close()
+        finally:
+            outbox.close()
+
+    async def close(self) -> None:
+        """Stop the worker threads (after their current batch) and close owned models."""
+        if self._closed:
+            return
+        self._closed = True
+        for w in self._workers:
+            await asyncio.to_thread(w.executor.shutdown, True, cancel_futures=True)
+        if self._own_models:
+            for m in {id(m): m for m in self._models}.values():
+                close = getattr(m, "close", None)
+                if close is not None:
+                    close()
+
+    # -- batching ----------------------------------------------------------------------------
+
+    async def _collect(self, inbox: Channel[Window | StreamEnd]) -> tuple[list[Window], StreamEnd | None]:
+        """Next batch of equal-length windows, or an end marker (which closes a batch)."""
+        item = self._held
+        self._held = None
+        if item is None:
+            try:
+                item = await inbox.get()
+            except EndOfStream:
+                return [], None
+        if isinstance(item, StreamEnd):
+            return [], item
+        batch = [item]
+        self._set_queue(inbox)
+        deadline = asyncio.get_running_loop().time() + self.config.max_wait_ms / 1000
+        while len(batch) < self.config.batch_size:
+            try:
+                nxt = await self._next_before(inbox, deadline)
+            except (TimeoutError, EndOfStream):
+                break
+            if isinstance(nxt, StreamEnd):
+                return batch, nxt
+            if nxt.num_samples != batch[0].num_samples:
+                self._held = nxt  # a shorter end-of-stream window: it runs in its own batch
+                break
+            batch.append(nxt)
+        return batch, None
+
+    @staticmethod
+    async def _next_before(inbox: Channel[Window | StreamEnd], deadline: float) -> Window | StreamEnd:
+        try:
+            return inbox.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise TimeoutError
+        async with asyncio.timeout(remaining):
+            return await inbox.get()
+
+    def _apply_deadline(self, batch: list[Window]) -> list[Window]:
+        self.stats.windows_in += len(batch)
+        now = self._clock()
+        ages = [now - w.ready_s for w in batch if w.ready_s > 0]
+        lag_s = max(ages, default=0.0)
+        if self._metrics is not None:
+            self._metrics.lag.set(lag_s)
+        if self._health is not None:
+            self._health.set_lag(STAGE, lag_s)
+        if math.isinf(self.config.max_lag_s) or lag_s <= self.config.max_lag_s:
+            return batch
+        kept = []
+        for w in batch:
+            if w.ready_s > 0 and now - w.ready_s > self.config.max_lag_s:
+                self._drop(w, "deadline")
+            else:
+                kept.append(w)
+        return kept
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def _process(self, worker: _Worker, batch: list[Window], idle: Channel[_Worker]) -> list[StreamFeatures | StreamEnd]:
+        try:
+            result = await self._guarded_run(worker, batch)
+        finally:
+            idle.offer(worker)
+        return [] if result is None else self._package(result)
+
+    async def _guarded_run(self, worker: _Worker, batch: list[Window]) -> _Result | None:
+        if not self.breaker.allow():
+            self._note_breaker()
+            for w in batch:
+                self._drop(w, "breaker_open")
+            return None
+        started_s = self._clock()
+        loop = asyncio.get_running_loop()
+
+        async def attempt() -> _Result:
+            return await loop.run_in_executor(worker.executor, self._infer_sync, worker.model, batch, started_s)
+
+        def count_retry(_attempt: int, e: BaseException, _delay_s: float) -> None:
+            self._count_error(e)
+            if self._metrics is not None:
+                self._metrics.retries.labels(STAGE).inc()
+
+        try:
+            result = await retry_call(attempt, self.config.retry, operation="inference", on_retry=count_retry)
+        except Exception as e:
+            self._on_failure(e, batch)
+            return None
+        self.breaker.record_success()
+        self._note_breaker()
+        if self._health is not None:
+            self._health.observe_outcome(STAGE, True)
+            self._health.observe_latency(STAGE, result.inference_s)
+        return result
+
+    def _on_failure(self, e: Exception, batch: list[Window]) -> None:
+        error_class = self._count_error(e)
+        if self._health is not None:
+            self._health.observe_outcome(STAGE, False)
+        if error_class is ErrorClass.PERMANENT:
+            raise StageError(f"inference failed permanently: {e}") from e
+        if error_class is ErrorClass.TRANSIENT:
+            self.breaker.record_failure()
+            self._note_breaker()
+        logger.warning("inference batch of %d window(s) dropped (%s): %s", len(batch), error_class.value, e)
+        reason = "input" if error_class is ErrorClass.INPUT else "inference_error"
+        for w in batch:
+            self._drop(w, reason)
+
+    def _infer_sync(self, model: BatchModel, batch: list[Window], started_s: float) -> _Result:
+        """Runs on the worker thread: stack, run, trim."""
+        t0 = time.perf_counter()
+        x = np.stack([w.samples for w in batch]) if len(batch) > 1 else batch[0].samples[None, :]
+        out = model.run_batch(x, [self.output])[self.output]
+        t1 = time.perf_counter()
+        expected = _num_frames(x.shape[1], self.stride, self.receptive_field)
+        if out.ndim != 3 or out.shape[0] != len(batch) or out.shape[1] != expected:
+            raise StageError(
+                f"model output {self.output!r} has shape {out.shape}; expected [{len(batch)}, {expected}, H] "
+                f"for windows of {x.shape[1]} samples",
+                hint="the model's frame geometry differs from its manifest; re-export it",
+            )
+        frames = []
+        for b, w in enumerate(batch):
+            offset = w.core_start_frame - w.start_sample // self.stride
+            frames.append(np.ascontiguousarray(out[b, offset : offset + w.core_frames], dtype=np.float32))
+        return _Result(batch, frames, started_s, t1 - t0, time.perf_counter() - t1)
+
+    def _package(self, r: _Result) -> list[StreamFeatures | StreamEnd]:
+        st = self.stats
+        st.batches += 1
+        st.windows_run += len(r.windows)
+        st.busy_s += r.inference_s + r.post_s
+        now = self._clock()
+        out: list[StreamFeatures] = []
+        for w, frames in zip(r.windows, r.frames, strict=True):
+            queue_wait_s = max(0.0, r.started_s - w.ready_s) if w.ready_s > 0 else 0.0
+            latency_s = max(0.0, now - w.ready_s) if w.ready_s > 0 else 0.0
+            timing = WindowTiming(queue_wait_s, r.inference_s, r.post_s, len(r.windows), latency_s)
+            for name, value in (("queue_wait", queue_wait_s), ("inference", r.inference_s), ("post", r.post_s), ("latency", latency_s)):
+                st.timing[name].add(value)
+            starts = (np.arange(w.core_frames, dtype=np.int64) + w.core_start_frame) * self.stride
+            out.append(
+                StreamFeatures(w.stream_id, w.index, frames, starts, self.sample_rate, self.output, timing, w.last, self.stride)
+            )
+            st.frames_out += w.core_frames
+            st.audio_s += w.core_frames * self.stride / self.sample_rate
+        if self._metrics is not None:
+            m = self._metrics
+            m.batch_size.observe(len(r.windows))
+            m.stage_latency.labels(STAGE).observe(r.inference_s)
+            m.stage_latency.labels("post").observe(r.post_s)
+            for f in out:
+                m.queue_wait.observe(f.timing.queue_wait_s)
+                m.window_latency.observe(f.timing.latency_s)
+            m.frames_out.inc(sum(w.core_frames for w in r.windows))
+            if st.audio_s > 0:
+                m.rtf.set(st.busy_s / st.audio_s)
+        return list(out)
+
+    async def _emit(
+        self, inflight: Channel[asyncio.Future[list[StreamFeatures | StreamEnd]]], outbox: Channel[StreamFeatures | StreamEnd]
+    ) -> None:
+        async for fut in inflight:
+            for item in await fut:
+                if isinstance(item, StreamEnd):
+                    outbox.put_control(item)  # end markers are never dropped
+                else:
+                    await outbox.put(item)
+
+    # -- accounting --------------------------------------------------------------------------
+
+    def _drop(self, window: Window, reason: str) -> None:
+        self.stats.dropped[reason] += 1
+        if self._metrics is not None:
+            self._metrics.windows_dropped.labels(reason).inc()
+        if self.on_drop is not None:
+            self.on_drop(window, reason)
+
+    def _count_error(self, e: BaseException) -> ErrorClass:
+        error_class = classify_error(e)
+        self.stats.errors[error_class.value] += 1
+        if self._metrics is not None:
+            self._metrics.stage_errors.labels(STAGE, error_class.value).inc()
+        return error_class
+
+    def _note_breaker(self) -> None:
+        if self._health is not None:
+            self._health.set_breaker(STAGE, self.breaker.state.value)
+
+    def _set_queue(self, inbox: Channel[Any]) -> None:
+        if self._health is not None:
+            self._health.set_queue(STAGE, inbox.depth, inbox.capacity)
+
+
+def _num_frames(n: int, stride: int, field: int) -> int:
+    return 0 if n < field else (n - field) // stride + 1
+
