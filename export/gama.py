@@ -195,7 +195,7 @@ def export_gama(config: GamaExportConfig, progress: Progress | None = None) -> M
         raise MemoryBudgetError(
             f"this export needs about {estimate.peak_bytes / 2**30:.1f} GiB but "
             f"{(estimate.available_bytes or 0) / 2**30:.1f} GiB are available ({estimate.describe()})",
-            hint="export on a machine with more memory (docs/gama.md: 7B needs ~90 GiB for an fp32 "
+            hint="export on a machine with more memory (docs/gama.md: 7B needs ~80 GiB for an fp32 "
                  "export), or close other programs; --no-memory-check overrides at your own risk")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))

@@ -22,7 +22,6 @@ What runs, following ``modeling_llama.py``/``cavmae.py`` of the GAMA fork (see
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import torch
@@ -276,6 +275,7 @@ class _BertSelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.num_heads = heads
+        self.scale = (dim // heads) ** -0.5
         self.query = nn.Linear(dim, dim)
         self.key = nn.Linear(dim, dim)
         self.value = nn.Linear(dim, dim)
@@ -287,7 +287,7 @@ class _BertSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(c // self.num_heads)
+        scores = (q @ k.transpose(-1, -2)) * self.scale
         ctx = scores.softmax(dim=-1) @ v
         return ctx.transpose(1, 2).reshape(b, n, c)
 

@@ -13,8 +13,11 @@ Softmax, LayerNormalization and Erf. Weights go to one external-data file when l
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -41,6 +44,17 @@ AUDIO_OUTPUT = "audio_embeds"
 _EXTERNAL_DATA_MIN_BYTES = 1 << 20
 
 
+@contextlib.contextmanager
+def _torchscript_exporter() -> Iterator[None]:
+    """Silence torch's notice that the TorchScript exporter is legacy (our deliberate choice,
+    see the module docstring) and the tracer's shape-specialisation warnings: every graph is
+    validated afterwards at other batch sizes and sequence lengths than it was traced with."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
 def past_names(num_layers: int) -> list[str]:
     """Decoder KV-cache input names, ``past_key_values.{i}.key`` / ``.value`` per layer."""
     return [f"past_key_values.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
@@ -55,7 +69,7 @@ def export_audio_branch(audio: GamaAudioModel, path: Path, opset: int) -> None:
     """Export the audio side to ``path`` (batch axis dynamic, 1024 frames fixed)."""
     cfg = audio.cfg
     dummy = torch.randn(2, cfg.target_frames, cfg.num_mel_bins)
-    with torch.no_grad():
+    with torch.no_grad(), _torchscript_exporter():
         torch.onnx.export(
             audio, (dummy,), str(path), input_names=[AUDIO_INPUT], output_names=[AUDIO_OUTPUT],
             dynamic_axes={AUDIO_INPUT: {0: "batch"}, AUDIO_OUTPUT: {0: "batch"}},
@@ -128,7 +142,7 @@ def export_decoder(llm: LlamaForCausalLM, path: Path, opset: int) -> None:
     attn_impl = llm.config._attn_implementation
     llm.config._attn_implementation = "eager"  # explicit MatMul/Softmax; sdpa traces to the same
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _torchscript_exporter():
             torch.onnx.export(wrapper, args, str(path), input_names=inputs, output_names=outputs,
                               dynamic_axes=axes, opset_version=opset, dynamo=False,
                               do_constant_folding=True)
