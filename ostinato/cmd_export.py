@@ -142,5 +142,67 @@ def _validation_line(validation: dict[str, Any]) -> str:
     return "; ".join(parts) + " (vs PyTorch fp32, passed)"
 
 
+def _register_gama(kinds: Any) -> None:
+    parser = kinds.add_parser(
+        "gama",
+        help="GAMA audio-language model (audio branch + Llama decoder with KV cache)",
+        description="Export GAMA to ONNX: audio branch, decoder with KV cache (external data), token "
+        "embeddings and tokenizer, each validated against PyTorch. See docs/gama.md.",
+        epilog="examples: ostinato export gama --random-init --config tiny --out models/gama-tiny\n"
+        "          ostinato export gama --base Llama-2-7b-chat-hf-qformer --checkpoint "
+        "stage5/checkpoint-2500/pytorch_model.bin --precision int4 --out models/gama-it-int4",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--base", type=Path, metavar="DIR", help="release base folder (config.json, safetensors, tokenizer)")
+    parser.add_argument("--checkpoint", type=Path, metavar="FILE", help="stage checkpoint pytorch_model.bin")
+    parser.add_argument("--random-init", action="store_true", help="random weights (tests and benchmarks only)")
+    parser.add_argument("--config", choices=("tiny", "1b", "full"), default="tiny",
+                        help="size of random weights: tiny (tests), 1b (benchmarks), full (7B, needs ~80 GiB)")
+    parser.add_argument("--precision", choices=("fp32", "int8", "int4"), default="int4",
+                        help="fp32; int8 (audio int8 + 8-bit decoder weights); int4 (audio int8 + 4-bit decoder, default)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (new or empty)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
+    parser.add_argument("--opset", type=int, default=_DEFAULT_OPSET, help=f"ONNX opset (default {_DEFAULT_OPSET})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of random weights and validation inputs")
+    parser.add_argument("--no-validate", dest="validate", action="store_false",
+                        help="skip the comparison with PyTorch (the model is written even if it is wrong)")
+    parser.add_argument("--no-memory-check", dest="check_memory", action="store_false",
+                        help="export even when the memory estimate exceeds available memory")
+    parser.set_defaults(func=_run_gama)
+
+
+def _run_gama(args: argparse.Namespace) -> int:
+    from ostinato.export.gama import GamaExportConfig, estimate_export_memory, export_gama
+    from ostinato.progress import ProgressBar
+
+    config = GamaExportConfig(
+        out_dir=args.out, base_dir=args.base, checkpoint=args.checkpoint, random_init=args.random_init,
+        config=args.config, precision=args.precision, seed=args.seed, validate=args.validate,
+        opset=args.opset, overwrite=args.overwrite, check_memory=args.check_memory,
+    )
+    if config.random_init:
+        _shout(f"random:{args.config}: RANDOM WEIGHTS. GAMA's text will be gibberish; tests and benchmarks only.")
+    print(f"memory: {estimate_export_memory(config).describe()}", file=sys.stderr)
+    with ProgressBar() as bar:
+        manifest = export_gama(config, progress=bar.update)
+    v = manifest.validation
+    lines = [f"exported: {manifest.label}", f"  directory:  {args.out}",
+             f"  files:      {', '.join(f'{k}={n}' for k, n in manifest.files.items())}",
+             f"  precision:  audio {manifest.extra['audio_precision']}, decoder {manifest.extra['decoder_precision']}"]
+    if v.get("validated"):
+        audio = v["audio_branch"]["synthetic-audio-b1"]
+        logits = v["decoder"]["prefill_logits"]
+        greedy = v["greedy"]
+        lines.append(f"  validation: audio max|diff| {audio['max_abs_diff']:.2e} cos {audio['min_cosine']:.4f}; "
+                     f"decoder logits max|diff| {logits['max_abs_diff']:.2e} cos {logits['min_cosine']:.4f}; "
+                     f"greedy tokens agree {greedy['agreeing_prefix']}/{len(greedy['tokens_torch'])} (vs PyTorch fp32, passed)")
+    else:
+        lines.append("  validation: SKIPPED (--no-validate): nothing checked these graphs against PyTorch")
+    print("\n".join(lines))
+    if manifest.random_init:
+        _shout("RANDOM WEIGHTS: this export is not a trained model (manifest random_init: true).")
+    return 0
+
+
 # One entry per model kind, in --help order.
-_KINDS: tuple[Callable[[Any], None], ...] = (_register_wav2vec2,)
+_KINDS: tuple[Callable[[Any], None], ...] = (_register_wav2vec2, _register_gama)
