@@ -124,7 +124,8 @@ class MemoryEstimate:
     def describe(self) -> str:
         """One line for users."""
         avail = "unknown" if self.available_bytes is None else f"{self.available_bytes / 2**30:.1f} GiB"
-        return (f"{self.parameters / 1e9:.2f}B parameters; estimated peak memory "
+        count = f"{self.parameters / 1e9:.2f}B" if self.parameters >= 1e9 else f"{self.parameters / 1e6:.1f}M"
+        return (f"{count} parameters; estimated peak memory "
                 f"{self.peak_bytes / 2**30:.1f} GiB, available {avail}")
 
 
