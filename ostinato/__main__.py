@@ -20,6 +20,7 @@ __all__ = ["main", "build_parser"]
 _COMMAND_MODULES = (
     "ostinato.cmd_export",
     "ostinato.cmd_features",
+    "ostinato.cmd_describe",
     "ostinato.cmd_doctor",
 )
 
