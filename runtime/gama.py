@@ -146,7 +146,12 @@ class GamaModel:
             raise InputError(f"prompt={instruction!r}; expected a non-empty instruction")
         return self.tokenizer.encode(self._template.format(instruction=instruction))
 
-    def _config(self, overrides: dict[str, Any]) -> GenerationConfig:
+    def generation_config(self, overrides: dict[str, Any]) -> GenerationConfig:
+        """The model's defaults with the non-``None`` entries of ``overrides`` applied.
+
+        Raises:
+            InputError: A setting is out of range.
+        """
         try:
             return dataclasses.replace(self.defaults, **{k: v for k, v in overrides.items() if v is not None})
         except ValueError as e:
@@ -179,7 +184,7 @@ class GamaModel:
         Raises:
             InputError: Bad audio, sample rate, prompt or setting.
         """
-        cfg = self._config(dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+        cfg = self.generation_config(dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                 top_k=top_k, repetition_penalty=repetition_penalty, seed=seed))
         return self.tokenizer.decode(list(self.generate_ids(audio, sample_rate, prompt, cfg)))
 
@@ -189,7 +194,7 @@ class GamaModel:
 
         Every session call runs on the model's worker thread; the loop stays free.
         """
-        cfg = self._config(settings)
+        cfg = self.generation_config(settings)
         loop = asyncio.get_running_loop()
         executor = self._worker()
         tokens = await loop.run_in_executor(executor, self.generate_ids, audio, sample_rate, prompt, cfg)

@@ -54,7 +54,7 @@ def test_onnx_greedy_equals_pytorch_token_for_token(tiny_gama_dir: Path, referen
     audio = _tone(3.0)
     prompt = "What sound is this?"
     with GamaModel.from_dir(tiny_gama_dir, provider="cpu") as model:
-        onnx_tokens = list(model.generate_ids(audio, 16000, prompt, model._config({"temperature": 0.0,
+        onnx_tokens = list(model.generate_ids(audio, 16000, prompt, model.generation_config({"temperature": 0.0,
                                                                                    "max_new_tokens": 24})))
         ids = model.prompt_ids(prompt)
         fbank = torch.from_numpy(model.features(audio, 16000)[None])
