@@ -305,7 +305,8 @@ def _build_manifest(tmp: Path, config: GamaExportConfig, cfg: GamaConfig, estima
         "audio_input": AUDIO_INPUT, "audio_output": AUDIO_OUTPUT,
         "num_audio_tokens": cfg.audio.num_audio_tokens, "target_frames": cfg.audio.target_frames,
         "num_mel_bins": cfg.audio.num_mel_bins, "fbank_mean": _fbank.FBANK_MEAN, "fbank_std": _fbank.FBANK_STD,
-        "window_samples": cfg.audio.target_frames * _fbank.FRAME_SHIFT_SAMPLES,
+        # Samples that fill exactly target_frames Kaldi frames (10.255 s for 1024 frames).
+        "window_samples": (cfg.audio.target_frames - 1) * _fbank.FRAME_SHIFT_SAMPLES + _fbank.FRAME_LENGTH_SAMPLES,
         "prompt_template": PROMPT_TEMPLATE, "default_instruction": DEFAULT_INSTRUCTION,
         "generation_defaults": {"max_new_tokens": 400, "temperature": 0.1, "top_p": 0.95, "top_k": 50,
                                 "repetition_penalty": 1.0},

@@ -44,7 +44,7 @@ class GamaModel:
     """An exported GAMA model directory, ready to describe audio.
 
     Build with :meth:`from_dir`. Attributes: ``manifest``, ``tokenizer``, ``sample_rate``
-    (16000), ``window_samples`` (163840 = 10.24 s), ``num_audio_tokens`` (96),
+    (16000), ``window_samples`` (164080: 1024 fbank frames), ``num_audio_tokens`` (96),
     ``random_init`` (True for random-weight exports: their text is meaningless).
     """
 
@@ -75,7 +75,11 @@ class GamaModel:
         self.tokenizer = Tokenizer.from_file(self._path("tokenizer"))
         self._embeddings = self._load_embeddings()
         self._audio = Session.from_path(self._path("audio"), dataclasses.replace(config, name="gama-audio"))
-        self._decoder = Session.from_path(self._path("decoder"), dataclasses.replace(config, name="gama-decoder"))
+        try:
+            self._decoder = Session.from_path(self._path("decoder"), dataclasses.replace(config, name="gama-decoder"))
+        except Exception:
+            self._audio.close()
+            raise
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         if self.random_init:
             logger.warning("%s: RANDOM WEIGHTS, its descriptions are meaningless", directory)

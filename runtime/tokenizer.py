@@ -295,9 +295,10 @@ class Tokenizer:
 class StreamDecoder:
     """Turns a stream of generated ids into text pieces as soon as they are complete.
 
-    Re-decodes the ids so far and emits what was added, holding back text that ends in an
-    incomplete UTF-8 sequence (``\\ufffd``) until the next bytes arrive — the approach of
-    ``transformers.TextStreamer``.
+    Re-decodes the ids so far and emits what was added. Byte-fallback pieces (``<0xXX>``)
+    are held back until a regular piece (or :meth:`flush`) closes their group, because the
+    decoder turns a whole group into U+FFFD when it is not valid UTF-8: text once emitted is
+    then always a prefix of the final text.
     """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
@@ -308,9 +309,9 @@ class StreamDecoder:
     def push(self, token_id: int) -> str:
         """Add one id; return the newly completed text (possibly empty)."""
         self._ids.append(int(token_id))
-        text = self._tokenizer.decode(self._ids)
-        if text.endswith("\ufffd"):
+        if _BYTE_RE.match(self._tokenizer.id_to_piece(token_id)):
             return ""
+        text = self._tokenizer.decode(self._ids)
         new, self._emitted = text[self._emitted:], len(text)
         return new
 

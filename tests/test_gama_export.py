@@ -46,7 +46,7 @@ def test_manifest_records_files_tolerances_and_random_label(tiny_gama_dir: Path)
     assert v["audio_branch"]["synthetic-audio-b1"]["max_abs_diff"] <= v["audio_branch"]["synthetic-audio-b1"]["atol"]
     assert v["decoder"]["prefill_logits"]["max_abs_diff"] <= v["decoder"]["prefill_logits"]["atol"]
     assert v["greedy"]["tokens_onnx"] == v["greedy"]["tokens_torch"]
-    assert m.extra["num_audio_tokens"] == 96 and m.extra["window_samples"] == 163840
+    assert m.extra["num_audio_tokens"] == 96 and m.extra["window_samples"] == 164080
     assert np.load(tiny_gama_dir / m.files["embeddings"], mmap_mode="r").shape == (400, 64)
 
 
