@@ -146,8 +146,14 @@ class DescribeWorker:
                                                       job.sample_rate, job.prompt)
                 result = DescribeResult(job.job_id, text, None, time.perf_counter() - started)
                 self.stats.completed += 1
+            except asyncio.CancelledError:
+                self.stats.dropped += 1  # closed while this job was running
+                raise
             except Exception as e:  # a bad clip must not stop the worker; reported to the caller
-                result = DescribeResult(job.job_id, None, f"{type(e).__name__}: {e}", time.perf_counter() - started)
+                reason = str(e) or (f"no answer within {self.config.timeout_s:g} s"
+                                    if isinstance(e, TimeoutError) else "")
+                result = DescribeResult(job.job_id, None, f"{type(e).__name__}: {reason}",
+                                        time.perf_counter() - started)
                 self.stats.failed += 1
                 logger.warning("describe job %r failed: %s", job.job_id, result.error)
             finally:
