@@ -9,6 +9,8 @@ from ostinato.runtime.errors import (
     SessionError,
 )
 from ostinato.runtime.features import Features, num_frames
+from ostinato.runtime.gama import GamaModel
+from ostinato.runtime.generate import GenerationConfig
 from ostinato.runtime.manifest import Manifest, OutputSpec
 from ostinato.runtime.providers import probe_providers, resolve_providers
 from ostinato.runtime.registry import load_model, model_class_for
@@ -17,6 +19,8 @@ from ostinato.runtime.wav2vec2 import Wav2Vec2Model
 
 __all__ = [
     "Features",
+    "GamaModel",
+    "GenerationConfig",
     "InferenceError",
     "InputError",
     "Manifest",
