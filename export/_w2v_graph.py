@@ -14,6 +14,7 @@ import numpy.typing as npt
 import torch
 
 from ostinato.export import quantize, specs
+from ostinato.export._w2v_patch import matmul_front_end
 from ostinato.export._w2v_source import GraphModule, SourceModel
 from ostinato.export.errors import ExportError
 from ostinato.export.validate import ValidationCase, make_cases, validate_onnx
@@ -47,14 +48,25 @@ def quiet_export() -> Iterator[None]:
         yield
 
 
-def export_fp32(source: SourceModel, module: GraphModule, path: Path, opset: int, use_optimum: bool) -> str:
+def export_fp32(
+    source: SourceModel,
+    module: GraphModule,
+    path: Path,
+    opset: int,
+    use_optimum: bool,
+    recipe: quantize.Int8Recipe | None = None,
+) -> str:
     """Trace ``module`` into an fp32 ONNX graph at ``path``; return which exporter ran.
 
     optimum-onnx handles the plain graphs (one output); graphs with hidden layers as extra
     outputs use ``torch.onnx.export`` on :class:`GraphModule` directly, which optimum's
-    fixed output sets cannot express.
+    fixed output sets cannot express. With an int8 ``recipe``, the feature encoder's conv
+    layers are rewritten as MatMuls first (exact; validated like the rest).
     """
-    with torch.no_grad(), quiet_export():
+    num_conv = len(source.hf_config.conv_kernel)
+    front_end = tuple(x for x in recipe.front_end_layers if x < num_conv) if recipe else ()
+    frame_scaled = recipe.frame_scaled if recipe else False
+    with torch.no_grad(), quiet_export(), matmul_front_end(source.model, front_end, frame_scaled):
         if use_optimum:
             _export_optimum(source, path, opset)
             exporter = "optimum-onnx"

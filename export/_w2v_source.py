@@ -112,8 +112,15 @@ def onnx_graph_module(source: SourceModel, layers: tuple[int, ...]) -> GraphModu
     return GraphModule(source, layers).eval()
 
 
-def load_source(model: str, task: str, seed: int) -> SourceModel:
-    """Load ``random:*`` or a Hugging Face directory as an eval-mode model without weight norm.
+def load_source(model: str, task: str, seed: int, *, fold_weight_norm: bool = True) -> SourceModel:
+    """Load ``random:*`` or a Hugging Face directory as an eval-mode model.
+
+    Args:
+        model: ``random:*`` name or directory.
+        task: ``features`` or ``ctc``.
+        seed: Seed of random weights.
+        fold_weight_norm: Fold weight norm into plain weights (what the export traces);
+            ``False`` keeps the model exactly as Hugging Face builds it (benchmarks).
 
     Raises:
         SourceModelError: Directory, config or weights missing or unreadable.
@@ -121,7 +128,8 @@ def load_source(model: str, task: str, seed: int) -> SourceModel:
     """
     source = _load_random(model, task, seed) if model.startswith("random:") else _load_dir(Path(model), task)
     source.model.eval()
-    _remove_weight_norm(source.model)
+    if fold_weight_norm:
+        _remove_weight_norm(source.model)
     return source
 
 
@@ -199,7 +207,7 @@ def _load_dir(directory: Path, task: str) -> SourceModel:
 def _from_pretrained(directory: Path, task: str) -> torch.nn.Module:
     try:
         model, info = _model_class(task).from_pretrained(directory, output_loading_info=True)
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
+    except Exception as e:  # noqa: BLE001 - safetensors/torch raise their own types for corrupt files
         raise SourceModelError(f"cannot load the weights in {str(directory)!r}: {e}") from e
     missing = [k for k in info.get("missing_keys", []) if not k.endswith(_HARMLESS_MISSING)]
     if any(k.startswith("lm_head") for k in missing):

@@ -12,8 +12,10 @@ removes weight norm before export (exact), so every weight is an initializer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["Int8Recipe", "DEFAULT_INT8_RECIPE", "convert_fp16", "optimize_graph", "quantize_int8"]
@@ -33,22 +35,31 @@ class Int8Recipe:
         reduce_range: 7-bit weights (helps accuracy on CPUs without VNNI, costs on VNNI).
         optimize: Run ONNX Runtime's transformer optimizer (LayerNorm/GELU/attention
             fusions) on the fp32 graph before quantizing.
+        front_end_layers: Feature-encoder conv layers rewritten as slices + MatMul before
+            export so that they are quantized too (see :mod:`ostinato.export._w2v_patch`).
+        frame_scaled: Scale each frame to its own peak around those MatMuls, so one
+            per-tensor activation scale does not drown quiet frames.
     """
 
     op_types: tuple[str, ...] = ("MatMul", "Gemm")
     per_channel: bool = False
     reduce_range: bool = False
     optimize: bool = False
+    front_end_layers: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+    frame_scaled: bool = True
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.op_types) - set(_OP_TYPES))
         if unknown or not self.op_types:
             raise ValueError(f"op_types={self.op_types!r}; expected a non-empty subset of {_OP_TYPES}")
+        if any(x < 1 for x in self.front_end_layers):
+            raise ValueError(f"front_end_layers={self.front_end_layers!r}; expected conv layer numbers >= 1")
 
     def describe(self) -> dict[str, object]:
         """Return the recipe as a JSON-ready dictionary (recorded in the manifest)."""
         out = dataclasses.asdict(self)
         out["op_types"] = list(self.op_types)
+        out["front_end_layers"] = list(self.front_end_layers)
         out["method"] = "onnxruntime.quantization.quantize_dynamic (QOperator, int8 weights)"
         return out
 
@@ -89,14 +100,39 @@ def quantize_int8(src: Path, dst: Path, recipe: Int8Recipe = DEFAULT_INT8_RECIPE
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        src,
-        dst,
-        op_types_to_quantize=list(recipe.op_types),
-        per_channel=recipe.per_channel,
-        reduce_range=recipe.reduce_range,
-        weight_type=QuantType.QInt8,
-    )
+    with _quiet_onnxruntime_logging():
+        quantize_dynamic(
+            src,
+            dst,
+            op_types_to_quantize=list(recipe.op_types),
+            per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range,
+            weight_type=QuantType.QInt8,
+            # Fused contrib ops (after optimize_graph) defeat ONNX shape inference; their
+            # outputs are float32 here.
+            extra_options={"DefaultTensorType": 1},
+        )
+
+
+class _DropOnnxRuntimeChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime_logging() -> Iterator[None]:
+    """Drop the quantizer's per-tensor INFO lines and its generic pre-processing advice.
+
+    onnxruntime.quantization logs through the *root* logger, so a filter on the root
+    logger is the only way to keep it out of the user's terminal.
+    """
+    root = logging.getLogger()
+    chatter = _DropOnnxRuntimeChatter()
+    root.addFilter(chatter)
+    try:
+        yield
+    finally:
+        root.removeFilter(chatter)
 
 
 def convert_fp16(src: Path, dst: Path) -> None:

@@ -40,12 +40,15 @@ Progress = Callable[[str, float, float], None]
 
 # Lengths in samples: the minimum (one frame), lengths that are not multiples of the
 # 320-sample stride, and about a second of audio. Batch 2 exercises the dynamic batch axis.
+# "speech" (voiced harmonics with pauses) has quiet frames beside loud ones within one
+# input, which is where per-tensor int8 activation scales lose precision.
 _CASE_SHAPES = (
     ("noise", 1, 400),
     ("noise", 2, 1_037),
     ("silence", 1, 400),
     ("tone", 1, 7_777),
     ("silence", 2, 3_210),
+    ("speech", 1, 20_123),
     ("noise", 1, 16_123),
 )
 _COSINE_EPS = 1e-12
@@ -81,7 +84,8 @@ def make_cases(
             exported with ``normalize_input``; silence stays exactly zero.
 
     Returns:
-        Random-noise, tone and silent inputs of several lengths, with reference outputs.
+        Random-noise, tone, speech-like and silent inputs of several lengths, with
+        reference outputs.
     """
     rng = np.random.default_rng(seed)
     cases = []
@@ -96,11 +100,26 @@ def make_cases(
 def _synth(kind: str, batch: int, samples: int, rng: np.random.Generator) -> npt.NDArray[np.float32]:
     if kind == "silence":
         return np.zeros((batch, samples), dtype=np.float32)
+    if kind == "speech":
+        return _speech_like(batch, samples, rng)
     if kind == "tone":
         t_s = np.arange(samples) / 16_000.0
         freqs_hz = rng.uniform(100.0, 2_000.0, size=(batch, 1))
         return (0.5 * np.sin(2 * np.pi * freqs_hz * t_s)).astype(np.float32)
     return (0.1 * rng.standard_normal((batch, samples))).astype(np.float32)
+
+
+def _speech_like(batch: int, samples: int, rng: np.random.Generator) -> npt.NDArray[np.float32]:
+    t_s = np.arange(samples) / 16_000.0
+    rows = []
+    for _ in range(batch):
+        pitch_hz = 110.0 + 40.0 * np.sin(2 * np.pi * 0.8 * t_s + rng.uniform(0, 2 * np.pi))
+        phase = 2 * np.pi * np.cumsum(pitch_hz) / 16_000.0
+        voiced = sum(np.sin(k * phase) / k for k in range(1, 10))
+        # Syllables at ~4 Hz, pauses where the envelope is clipped to zero.
+        envelope = np.clip(np.sin(2 * np.pi * 4.0 * t_s + rng.uniform(0, 2 * np.pi)), 0.0, None) ** 2
+        rows.append(0.3 * envelope * voiced + 1e-3 * rng.standard_normal(samples))
+    return np.asarray(rows, dtype=np.float32)
 
 
 def _normalize_rows(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -119,9 +138,10 @@ def frame_cosine(a: npt.NDArray[np.floating[Any]], b: npt.NDArray[np.floating[An
     a64 = a.astype(np.float64)
     b64 = b.astype(np.float64)
     dot = (a64 * b64).sum(axis=-1)
-    norms = np.linalg.norm(a64, axis=-1) * np.linalg.norm(b64, axis=-1)
-    both_zero = norms < _COSINE_EPS
-    cos = np.where(both_zero, 1.0, dot / np.maximum(norms, _COSINE_EPS))
+    norm_a = np.linalg.norm(a64, axis=-1)
+    norm_b = np.linalg.norm(b64, axis=-1)
+    both_zero = (norm_a < _COSINE_EPS) & (norm_b < _COSINE_EPS)
+    cos = np.where(both_zero, 1.0, dot / np.maximum(norm_a * norm_b, _COSINE_EPS))
     return np.asarray(cos, dtype=np.float64)
 
 

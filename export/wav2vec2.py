@@ -114,7 +114,7 @@ def export_wav2vec2(config: Wav2Vec2ExportConfig, progress: Progress | None = No
     Raises:
         SourceModelError: The model directory or its weights are missing or unreadable.
         UnsupportedArchitectureError: The directory holds another architecture.
-        ValueError: A requested layer does not exist.
+        ExportOptionError: A requested layer does not exist (also a ValueError).
         ToleranceError: The graph does not match PyTorch (nothing is written).
         ExportError: ``out_dir`` holds something else, or the disk is full.
     """
@@ -189,11 +189,15 @@ def _export_into(tmp: Path, config: Wav2Vec2ExportConfig, source: SourceModel, r
 
     module = onnx_graph_module(source, config.layers)
     fp32_path = tmp / (_MODEL_FILE if config.precision == "fp32" else "model.fp32.onnx")
+    # References come from the unpatched model, so the fp32 check also covers the rewrites.
+    report("reference outputs", 0, 1)
+    cases = graph.make_validation_cases(source, module, config.seed) if config.validate else []
+    report("reference outputs", 1, 1)
     report("export onnx", 0, 1)
-    exporter = graph.export_fp32(source, module, fp32_path, config.opset, use_optimum=not config.layers)
+    recipe = config.int8_recipe if config.precision == "int8" else None
+    exporter = graph.export_fp32(source, module, fp32_path, config.opset, not config.layers, recipe)
     report("export onnx", 1, 1)
     validation: dict[str, Any] = {"skipped": not config.validate}
-    cases = graph.make_validation_cases(source, module, config.seed) if config.validate else []
     if config.validate:
         validation["fp32"] = graph.check(fp32_path, cases, "exact", config, report)
     conversion: dict[str, Any] = {}
