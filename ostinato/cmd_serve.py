@@ -1,0 +1,71 @@
+"""``ostinato serve --model DIR``: the network service (WebSocket streams, REST, dashboard)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: Any) -> None:
+    """Add the ``serve`` subcommand."""
+    p = sub.add_parser("serve", help="run the network service (WebSocket streaming, REST API, dashboard)")
+    p.add_argument("--model", type=Path, required=True, help="exported model directory (loaded at start-up)")
+    p.add_argument("--model-name", default=None, help="name of that model in the API (default: the directory name)")
+    p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8765, help="TCP port (0: any free port)")
+    p.add_argument("--token-file", type=Path, default=None, help="file holding the bearer token clients must send")
+    p.add_argument("--library", type=Path, default=None, help="SQLite pattern library that matches are recorded in")
+    p.add_argument("--max-streams", type=int, default=64, help="concurrent streams (default 64)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="browser origin allowed besides the service's own (repeatable; '*' allows all)")
+    p.add_argument("--media-dir", type=Path, default=None, help="audio files the dashboard may stream server-side")
+    p.add_argument("--match-buffer-s", type=float, default=120.0, help="audio history each stream's matcher searches")
+    p.add_argument("--idle-timeout-s", type=float, default=60.0, help="end streams silent for this long")
+    p.add_argument("--resume-grace-s", type=float, default=30.0, help="how long a dropped stream waits to be resumed")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate the options, warn about exposed binds, serve until SIGTERM/SIGINT."""
+    from ostinato.auth import load_token
+    from ostinato.limits import ServiceLimits
+    from ostinato.models import ModelConfig
+    from ostinato.server import ServerConfig, is_loopback, serve
+
+    token = load_token(args.token_file) if args.token_file is not None else None
+    if token is None and not is_loopback(args.host):
+        print(
+            f"warning: binding {args.host} without --token-file: anyone who can reach this port can stream audio, "
+            "load models and read the library. Use --token-file FILE (and TLS in front) when exposing the service.",
+            file=sys.stderr,
+        )
+    name = args.model_name or _safe_name(args.model.resolve().name)
+    model = ModelConfig.from_json({"name": name, "model_dir": str(args.model), "provider": args.provider})
+    limits = dataclasses.replace(ServiceLimits(), max_streams=args.max_streams, idle_timeout_s=args.idle_timeout_s,
+                                 resume_grace_s=args.resume_grace_s)
+    config = ServerConfig(
+        host=args.host, port=args.port, token=token, library_path=args.library, limits=limits,
+        allowed_origins=frozenset(args.allow_origin), media_dir=args.media_dir, match_buffer_s=args.match_buffer_s,
+    )
+
+    def ready(url: str) -> None:
+        auth = "bearer token required" if token else "no auth"
+        print(f"ostinato serving {url} (model {name}, {auth}); dashboard: {url}/  stop: Ctrl-C / SIGTERM", flush=True)
+
+    code = serve(config, [model], ready=ready)
+    print("ostinato stopped (streams drained, library flushed)", flush=True)
+    return code
+
+
+def _safe_name(text: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in text).strip("-._") or "model"
+    return cleaned[:64]

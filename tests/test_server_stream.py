@@ -1,0 +1,223 @@
+"""The WebSocket stream endpoint on a real loopback server: features identical to offline
+processing, match events on planted repeats, flush, backpressure policies, resume, limits,
+and isolation between streams."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+from server_harness import planted_repeats, running_server
+
+from ostinato.models import StreamingConfig
+from ostinato.runtime import Wav2Vec2Model
+from ostinato.stream.windowing import Windower
+from ostinato.stream.wire import (
+    Audio,
+    Bye,
+    End,
+    ErrorFrame,
+    Event,
+    FeaturesFrame,
+    Flush,
+    Frame,
+    Hello,
+    Ready,
+    Status,
+    decode_frame,
+    encode_frame,
+    encode_pcm,
+)
+
+
+async def _open(http: aiohttp.ClientSession, url: str, hello: Hello) -> tuple[aiohttp.ClientWebSocketResponse, Ready]:
+    ws = await http.ws_connect(url)
+    await ws.send_bytes(encode_frame(hello))
+    ready = decode_frame((await ws.receive(timeout=10)).data)
+    assert isinstance(ready, Ready), ready
+    return ws, ready
+
+
+async def _send_audio(ws: aiohttp.ClientWebSocketResponse, audio: np.ndarray, block: int = 1600, first_seq: int = 0,
+                      encoding: str = "f32le") -> int:
+    seq = first_seq
+    for i in range(0, len(audio), block):
+        await ws.send_bytes(encode_frame(Audio(seq=seq, pcm=encode_pcm(audio[i:i + block], encoding), start_sample=i)))
+        seq += 1
+    return seq
+
+
+async def _until_bye(ws: aiohttp.ClientWebSocketResponse, timeout_s: float = 30) -> list[Frame]:
+    frames: list[Frame] = []
+    async with asyncio.timeout(timeout_s):
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                frames.append(decode_frame(msg.data))
+                if isinstance(frames[-1], Bye):
+                    break
+    return frames
+
+
+async def test_streamed_features_equal_offline_frames_and_repeats_are_flagged(tiny_w2v_dir: Path) -> None:
+    audio, repeats = planted_repeats()
+    async with running_server(tiny_w2v_dir) as server, aiohttp.ClientSession() as http:
+        ws, ready = await _open(http, server.ws_url, Hello(sample_rate=16000, outputs=("events", "features", "status")))
+        assert ready.info["window"] == {"hop_samples": 1600, "left_context_samples": 320, "right_context_samples": 0,
+                                        "window_samples": 2000}  # the seed configuration 1600/400
+        await _send_audio(ws, audio)
+        await ws.send_bytes(encode_frame(End()))
+        frames = await _until_bye(ws)
+    feats = [f for f in frames if isinstance(f, FeaturesFrame)]
+    starts = np.concatenate([f.start_sample + 320 * np.arange(f.num_frames) for f in feats])
+    streamed = np.concatenate([f.to_array() for f in feats])
+    with Wav2Vec2Model.from_dir(tiny_w2v_dir, provider="cpu") as model:
+        offline = model.features(audio, 16000)
+        # reference: the model run on each window the seed geometry cuts, core frames kept
+        windower = Windower(StreamingConfig().windower_config())
+        windows = windower.push(audio) + windower.flush()
+        reference = np.concatenate([
+            model.run_batch(w.samples[None, :])["last_hidden_state"][0][
+                w.core_start_frame - w.start_sample // 320: w.core_start_frame - w.start_sample // 320 + w.core_frames]
+            for w in windows])
+    np.testing.assert_array_equal(starts, offline.start_samples)  # no frame missing or duplicated
+    np.testing.assert_allclose(streamed, reference, atol=1e-4)
+    events = [f.event for f in frames if isinstance(f, Event) and f.event["event"] == "match"]
+    assert any(abs(e["start_s"] - repeats[1][0]) < 0.5 and abs(e["first_start_s"] - repeats[0][0]) < 0.5 for e in events), events
+    bye = frames[-1]
+    assert isinstance(bye, Bye) and bye.reason == "end" and bye.summary["audio_s"] == len(audio) / 16000
+    assert bye.summary["frames"] == len(offline) and bye.summary["dropped"] == {}
+
+
+async def test_resampled_s16le_stereo_input_and_flush_barrier(tiny_w2v_dir: Path) -> None:
+    audio, _ = planted_repeats()
+    stereo_8k = np.stack([audio[::2], audio[::2]], axis=1)[: 8000 * 4]
+    async with running_server(tiny_w2v_dir) as server, aiohttp.ClientSession() as http:
+        ws, _ = await _open(http, server.ws_url, Hello(sample_rate=8000, encoding="s16le", channels=2,
+                                                        outputs=("features", "status"), options={"status_interval_s": 60}))
+        seq = 0
+        for i in range(0, len(stereo_8k), 800):
+            await ws.send_bytes(encode_frame(Audio(seq=seq, pcm=encode_pcm(stereo_8k[i:i + 800], "s16le"))))
+            seq += 1
+        await ws.send_bytes(encode_frame(Flush()))
+        async with asyncio.timeout(20):
+            while True:
+                frame = decode_frame((await ws.receive()).data)
+                if isinstance(frame, Status):
+                    break
+        # flush answers once every fed sample has been through the pipeline
+        assert frame.audio_s >= 3.9 and frame.frames == (int(frame.audio_s * 16000) // 1600) * 5
+        assert -40 < frame.level_dbfs < 0
+        await ws.send_bytes(encode_frame(End()))
+        frames = await _until_bye(ws)
+    bye = frames[-1]
+    assert isinstance(bye, Bye) and bye.summary["audio_s"] == 4.0  # 8 kHz stereo -> 16 kHz mono, nothing lost
+    assert bye.summary["frames"] == (4 * 16000 - 400) // 320 + 1
+
+
+async def test_drop_policy_counts_drops_in_status(tiny_w2v_dir: Path) -> None:
+    audio, _ = planted_repeats()
+    async with running_server(tiny_w2v_dir, limits_max_messages_per_s=10_000, limits_message_burst=10_000) as server, \
+            aiohttp.ClientSession() as http:
+        ws, ready = await _open(http, server.ws_url, Hello(sample_rate=16000, outputs=("features", "status"),
+                                                           options={"overflow": "drop_newest", "match": False}))
+        assert ready.info["overflow"] == "drop_newest"
+        # 12 s in 160-sample blocks, as fast as possible: the 10-block queue overflows
+        await _send_audio(ws, np.tile(audio, 2), block=160)
+        await ws.send_bytes(encode_frame(End()))
+        frames = await _until_bye(ws)
+    bye = frames[-1]
+    assert isinstance(bye, Bye)
+    dropped = bye.summary["dropped"].get("drop_newest", 0)
+    assert dropped > 0
+    # every block is accounted for: processed audio + dropped blocks = sent audio
+    assert abs(bye.summary["audio_s"] + dropped * 0.01 - 2 * len(audio) / 16000) < 0.02
+
+
+async def test_stream_limit_and_other_streams_unaffected_by_garbage(tiny_w2v_dir: Path) -> None:
+    audio, _ = planted_repeats()
+    async with running_server(tiny_w2v_dir, limits_max_streams=2) as server, aiohttp.ClientSession() as http:
+        good, _ = await _open(http, server.ws_url, Hello(sample_rate=16000, outputs=("features",)))
+        bad, _ = await _open(http, server.ws_url, Hello(sample_rate=16000, outputs=("status",)))
+        third = await http.ws_connect(server.ws_url)
+        await third.send_bytes(encode_frame(Hello(sample_rate=16000)))
+        err = decode_frame((await third.receive(timeout=5)).data)
+        assert isinstance(err, ErrorFrame) and err.code == "too_many_streams" and err.error_class == "transient" and err.fatal
+        assert (await third.receive(timeout=5)).type is aiohttp.WSMsgType.CLOSE and third.close_code == 1013
+
+        async def garbage() -> None:
+            for i in range(30):
+                await bad.send_bytes(bytes([0xC1, i]) * 10)  # 0xC1 is never valid msgpack
+
+        await asyncio.gather(garbage(), _send_audio(good, audio[: 16000 * 4]))
+        await good.send_bytes(encode_frame(End()))
+        frames = await _until_bye(good)
+        errors = [decode_frame((await bad.receive(timeout=5)).data) for _ in range(30)]
+    assert all(isinstance(e, ErrorFrame) and e.code == "protocol_error" and not e.fatal for e in errors)
+    assert sum(f.num_frames for f in frames if isinstance(f, FeaturesFrame)) == 199
+    assert not any(isinstance(f, ErrorFrame) for f in frames)
+
+
+async def test_resume_after_connection_loss_within_grace(tiny_w2v_dir: Path) -> None:
+    audio, _ = planted_repeats()
+    async with running_server(tiny_w2v_dir, limits_resume_grace_s=10.0) as server, aiohttp.ClientSession() as http:
+        ws, ready = await _open(http, server.ws_url, Hello(sample_rate=16000, outputs=("features",)))
+        seq = await _send_audio(ws, audio[: 16000 * 2])
+        await ws.close()  # the client vanishes without `end`
+        await asyncio.sleep(0.2)
+        assert server.service.streams.active_count() == 1
+        # a stranger cannot take the stream over
+        ws2 = await http.ws_connect(server.ws_url)
+        await ws2.send_bytes(encode_frame(Hello(sample_rate=16000, stream_id=ready.stream_id, options={"resume_token": "guess"})))
+        err = decode_frame((await ws2.receive(timeout=5)).data)
+        assert isinstance(err, ErrorFrame) and err.code == "resume_refused"
+        await ws2.send_bytes(encode_frame(Hello(sample_rate=16000, stream_id=ready.stream_id, resume_from_seq=seq,
+                                                options={"resume_token": ready.info["resume_token"]})))
+        resumed = decode_frame((await ws2.receive(timeout=5)).data)
+        assert isinstance(resumed, Ready) and resumed.info["resumed"] and resumed.info["next_seq"] == seq
+        # resending a block the server already has is harmless (skipped as a duplicate)
+        await ws2.send_bytes(encode_frame(Audio(seq=seq - 1, pcm=encode_pcm(audio[:1600], "f32le"))))
+        await _send_audio(ws2, audio[16000 * 2: 16000 * 4], first_seq=seq)
+        await ws2.send_bytes(encode_frame(End()))
+        frames = await _until_bye(ws2)
+    feats = [f for f in frames if isinstance(f, FeaturesFrame)]
+    bye = frames[-1]
+    assert isinstance(bye, Bye) and bye.summary["audio_s"] == 4.0 and bye.summary["dropped"] == {"duplicate": 1}
+    # features produced while disconnected were queued and delivered after the resume
+    assert feats[0].start_sample == 0 and sum(f.num_frames for f in feats) == 199
+
+
+async def test_expired_stream_cannot_be_resumed(tiny_w2v_dir: Path) -> None:
+    async with running_server(tiny_w2v_dir, limits_resume_grace_s=0.2) as server, aiohttp.ClientSession() as http:
+        ws, ready = await _open(http, server.ws_url, Hello(sample_rate=16000))
+        await ws.close()
+        await asyncio.sleep(0.8)
+        assert server.service.streams.active_count() == 0
+        ws2 = await http.ws_connect(server.ws_url)
+        await ws2.send_bytes(encode_frame(Hello(sample_rate=16000, stream_id=ready.stream_id,
+                                                options={"resume_token": ready.info["resume_token"]})))
+        err = decode_frame((await ws2.receive(timeout=5)).data)
+    assert isinstance(err, ErrorFrame) and err.code == "stream_expired" and err.error_class == "permanent"
+    assert "new stream" in err.hint
+
+
+async def test_server_side_file_stream(tiny_w2v_dir: Path, tmp_path: Path) -> None:
+    from server_harness import write_wav
+
+    audio, _ = planted_repeats()
+    write_wav(tmp_path / "planted.wav", audio[: 16000 * 2])
+    async with running_server(tiny_w2v_dir, media_dir=tmp_path) as server, aiohttp.ClientSession() as http:
+        async with http.get(server.url + "/v1/media") as r:
+            names = [f["name"] for f in (await r.json())["files"]]
+        assert "planted.wav" in names and "demo.wav" in names
+        ws, ready = await _open(http, server.ws_url, Hello(sample_rate=16000, outputs=("status",),
+                                                           options={"file": "planted.wav", "status_interval_s": 0.5}))
+        assert ready.info["file"] == "planted.wav"
+        frames = await _until_bye(ws)
+        ws2 = await http.ws_connect(server.ws_url)
+        await ws2.send_bytes(encode_frame(Hello(sample_rate=16000, options={"file": "../../etc/passwd"})))
+        err = decode_frame((await ws2.receive(timeout=5)).data)
+    statuses = [f for f in frames if isinstance(f, Status)]
+    assert len(statuses) >= 3 and statuses[-1].audio_s == 2.0  # played in real time, ~2 s
+    assert isinstance(err, ErrorFrame) and "not a server media file" in err.message
