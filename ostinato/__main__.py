@@ -22,6 +22,8 @@ _COMMAND_MODULES = (
     "ostinato.cmd_features",
     "ostinato.cmd_describe",
     "ostinato.cmd_doctor",
+    "ostinato.cmd_serve",
+    "ostinato.cmd_stream_to",
 )
 
 
