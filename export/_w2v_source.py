@@ -56,14 +56,12 @@ class SourceModel:
         tok = self.tokenizer_config or {}
         pad = str(tok.get("pad_token", "<pad>"))
         return {
-            "ctc": {
-                "blank_id": self.vocab.get(pad, int(self.hf_config.pad_token_id or 0)),
-                "pad_token": pad,
-                "unk_token": str(tok.get("unk_token", "<unk>")),
-                "word_delimiter_token": str(tok.get("word_delimiter_token", "|")),
-                "do_lower_case": bool(tok.get("do_lower_case", False)),
-                "vocab_size": len(self.vocab),
-            }
+            "blank_id": self.vocab.get(pad, int(self.hf_config.pad_token_id or 0)),
+            "pad_token": pad,
+            "unk_token": str(tok.get("unk_token", "<unk>")),
+            "word_delimiter_token": str(tok.get("word_delimiter_token", "|")),
+            "do_lower_case": bool(tok.get("do_lower_case", False)),
+            "vocab_size": len(self.vocab),
         }
 
     def write_vocab(self, directory: Path) -> dict[str, str]:
