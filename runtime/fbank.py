@@ -70,7 +70,7 @@ def mel_banks(num_bins: int = NUM_MEL_BINS, sample_rate: int = SAMPLE_RATE) -> n
     delta = (mel_high - mel_low) / (num_bins + 1)
     left = mel_low + np.arange(num_bins)[:, None] * delta
     center, right = left + delta, left + 2 * delta
-    mel = _mel(sample_rate / _FFT_SIZE * np.arange(half))[None, :]
+    mel = _mel(sample_rate / _FFT_SIZE * np.arange(half, dtype=np.float64))[None, :]
     up, down = (mel - left) / (center - left), (right - mel) / (right - center)
     banks = np.maximum(0.0, np.minimum(up, down))  # [num_bins, half]
     out = np.zeros((half + 1, num_bins))

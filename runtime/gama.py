@@ -142,7 +142,8 @@ class GamaModel:
         """Audio embeddings ``[1, 96, H]`` (the audio-branch session)."""
         feats = self.features(audio, sample_rate)[None]
         name_in, name_out = self._audio_io
-        return self._audio.run({name_in: feats}, [name_out])[name_out]  # type: ignore[no-any-return]
+        out: npt.NDArray[np.float32] = self._audio.run({name_in: feats}, [name_out])[name_out]
+        return out
 
     def prompt_ids(self, instruction: str) -> list[int]:
         """Token ids (with BOS) of GAMA's prompt for ``instruction``."""
@@ -203,12 +204,11 @@ class GamaModel:
         executor = self._worker()
         tokens = await loop.run_in_executor(executor, self.generate_ids, audio, sample_rate, prompt, cfg)
         decoder = StreamDecoder(self.tokenizer)
-        done = object()
         while True:
-            token = await loop.run_in_executor(executor, next, tokens, done)
-            if token is done:
+            token = await loop.run_in_executor(executor, next, tokens, -1)
+            if token < 0:  # generated ids are >= 0; -1 marks the end
                 break
-            if piece := decoder.push(int(token)):
+            if piece := decoder.push(token):
                 yield piece
         if tail := decoder.flush():
             yield tail

@@ -198,7 +198,7 @@ class Tokenizer:
         ids = []
         for s in symbols:
             if s == "\x00unk":
-                ids.append(self._vocab[self._unk])
+                ids.append(self._vocab[str(self._unk)])
             else:
                 ids.append(self._vocab[s.removeprefix("\x00")])
         return tuple(ids)
