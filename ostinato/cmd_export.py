@@ -189,6 +189,7 @@ def _run_gama(args: argparse.Namespace) -> int:
     lines = [f"exported: {manifest.label}", f"  directory:  {args.out}",
              f"  files:      {', '.join(f'{k}={n}' for k, n in manifest.files.items())}",
              f"  precision:  audio {manifest.extra['audio_precision']}, decoder {manifest.extra['decoder_precision']}"]
+    lines += [f"  checkpoint: {line}" for line in manifest.extra.get("load_report", [])]
     if v.get("validated"):
         audio = v["audio_branch"]["synthetic-audio-b1"]
         logits = v["decoder"]["prefill_logits"]
