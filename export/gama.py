@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ostinato.export.errors import ExportOptionError, MemoryBudgetError
+from ostinato.export.errors import CheckpointMismatchError, ExportOptionError, MemoryBudgetError
 from ostinato.export.gama_loader import load_gama, read_llama_config
 from ostinato.export.gama_model import PROMPT_TEMPLATE, GamaConfig, GamaReference, preset_config
 from ostinato.export.gama_onnx import (
@@ -241,7 +241,9 @@ def _export_into(tmp: Path, config: GamaExportConfig, estimate: MemoryEstimate, 
     embeddings = ref.llm.get_input_embeddings().weight.detach().numpy().astype(np.float32)
     np.save(tmp / "embed_tokens.npy", embeddings)
     source_dir = None if config.random_init else Path(config.base_dir)
-    write_tokenizer(tmp, source_dir=source_dir, vocab_size=embeddings.shape[0] if config.random_init else None)
+    tokenizer = write_tokenizer(tmp, source_dir=source_dir,
+                                vocab_size=embeddings.shape[0] if config.random_init else None)
+    _check_tokenizer(tokenizer, embeddings.shape[0])
     validation: dict[str, Any] = {"validated": False}
     if config.validate:
         validation = gama_check.validate_export(ref, tmp, fp32_dir, audio_precision, decoder_precision,
@@ -253,6 +255,16 @@ def _export_into(tmp: Path, config: GamaExportConfig, estimate: MemoryEstimate, 
     del ref
     gc.collect()
     return manifest
+
+
+def _check_tokenizer(path: Path, vocab_size: int) -> None:
+    from ostinato.runtime.tokenizer import Tokenizer
+
+    pieces = Tokenizer.from_file(path).vocab_size
+    if pieces > vocab_size:
+        raise CheckpointMismatchError(
+            f"the tokenizer has {pieces} pieces but the model's vocabulary is {vocab_size}",
+            hint="the base folder's tokenizer does not belong to its weights")
 
 
 def _place_graphs(fp32_dir: Path, tmp: Path, audio_precision: str, decoder_precision: str) -> None:

@@ -116,3 +116,35 @@ def test_tolerance_failure_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
         export_gama(GamaExportConfig(out_dir=out, random_init=True, config="tiny", precision="fp32"))
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_from_a_synthetic_release_end_to_end(tmp_path: Path) -> None:
+    """Loader → export → runtime on a release in the official layout (tokenizer.model converted)."""
+    from test_gama_loader import _write_release
+    from test_gama_tokenizer import _spm_model
+
+    release = _write_release(tmp_path, seed=1)
+    _spm_model(Path(release["base"]) / "tokenizer.model")
+    out = tmp_path / "export"
+    manifest = export_gama(GamaExportConfig(out_dir=out, base_dir=release["base"], checkpoint=release["ckpt"],
+                                            precision="fp32", greedy_tokens=6))
+    assert manifest.random_init is False and "trained weights" in manifest.label
+    assert manifest.validation["greedy"]["tokens_onnx"] == manifest.validation["greedy"]["tokens_torch"]
+    assert any("merged LoRA into 4 projections" in line for line in manifest.extra["load_report"])
+    with GamaModel.from_dir(out, provider="cpu") as model:
+        assert model.random_init is False
+        assert model.tokenizer.vocab_size == 360
+        assert isinstance(model.describe(_tone(1.0), 16000, temperature=0.0, max_new_tokens=3), str)
+
+
+def test_export_cli_labels_random_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ostinato.__main__ import main
+
+    out = tmp_path / "cli"
+    assert main(["export", "gama", "--random-init", "--config", "tiny", "--precision", "fp32",
+                 "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "RANDOM WEIGHTS" in captured.out + captured.err
+    assert "memory:" in captured.err and "greedy tokens agree 12/12" in captured.out
+    assert Manifest.read(out).random_init is True
+    assert main(["export", "gama", "--random-init", "--out", str(out)]) == 2  # not empty

@@ -31,7 +31,7 @@ def _official_keys() -> list[str]:
 def _write_release(root: Path, seed: int = 0) -> dict[str, object]:
     """Write base folder + stage checkpoint for the tiny config; return what was written."""
     gen = torch.Generator().manual_seed(seed)
-    cfg = preset_config("tiny", vocab_size=300)
+    cfg = preset_config("tiny", vocab_size=400)
     ref = GamaReference(cfg)
     audio_shapes = {k: v.shape for k, v in ref.model.state_dict().items()}
     hidden, layers = cfg.hidden_size, cfg.llama["num_hidden_layers"]
