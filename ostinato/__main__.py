@@ -24,6 +24,8 @@ _COMMAND_MODULES = (
     "ostinato.cmd_doctor",
     "ostinato.cmd_serve",
     "ostinato.cmd_stream_to",
+    "ostinato.cmd_run",
+    "ostinato.cmd_devices",
 )
 
 
