@@ -128,6 +128,11 @@ export class Wav2Vec2FeatureAdapter {
     return this.state === "streaming";
   }
 
+  /** Chunks whose results are outstanding (never more than `maxQueueSize`). */
+  get chunksInFlight(): number {
+    return this.stream?.inFlightCount ?? 0;
+  }
+
   /** Server stream id of the current stream ("" before `startStreaming`). */
   get streamId(): string {
     return this.stream?.streamId ?? "";

@@ -31,4 +31,6 @@ export { DEFAULT_RETRY_POLICY, backoffDelayMs, retry, retryPolicy } from "./retr
 export type { RetryPolicy } from "./retry.js";
 export type { SocketFactory, SocketLike } from "./socket.js";
 export type { ChunkResult, FeatureFrames, StopResult } from "./stream.js";
+export { decodeWav } from "./wav.js";
+export type { WavAudio } from "./wav.js";
 export * as wire from "./wire.js";

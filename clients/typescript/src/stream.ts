@@ -132,6 +132,11 @@ export class FeatureStream {
 
   constructor(private readonly setup: StreamSetup) {}
 
+  /** Chunks sent (or waiting to be resent) whose results have not arrived yet. */
+  get inFlightCount(): number {
+    return this.inFlight();
+  }
+
   /** Open the stream (retrying transient failures behind the breaker). */
   async start(): Promise<void> {
     await this.connect();
