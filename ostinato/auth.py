@@ -176,6 +176,6 @@ def auth_middleware(
 def _dashboard_login(request: web.Request, token: str) -> web.StreamResponse:
     if not token_matches(request.query.get("token"), token):
         raise AuthError("wrong token in the dashboard URL", hint="open /?token=<the token from --token-file>")
-    response = web.HTTPSeeOther(location="/")
+    response = web.Response(status=303, headers={"Location": "/"})
     response.set_cookie(COOKIE_NAME, token, httponly=True, samesite="Strict", path="/", secure=request.secure)
     return response

@@ -57,7 +57,8 @@ class ClientConfig:
         token: Bearer token (``None``: no ``Authorization`` header).
         resend_buffer_s: Audio kept to resend after a resume (older audio is lost on a drop).
         block_ms: Audio per ``audio`` message.
-        breaker: Circuit breaker around connection attempts.
+        breaker: Circuit breaker around connecting (each failed connect, after all its retries,
+            counts as one failure).
         max_received: Frames kept for :attr:`StreamClient.received` / iteration; beyond it the
             oldest status/features frames are dropped (events and errors are kept).
     """
@@ -157,18 +158,17 @@ class StreamClient:
         return await self._with_retries(lambda: self._open(resume=False), "connect")
 
     async def _with_retries(self, fn: Any, operation: str) -> Ready:
-        async def attempt() -> Ready:
-            self.breaker.check()
-            try:
-                ready = await fn()
-            except Exception as e:
-                if classify_error(e) is ErrorClass.TRANSIENT:
-                    self.breaker.record_failure()
-                raise
-            self.breaker.record_success()
-            return ready
-
-        return await retry_call(attempt, self.config.retry_policy, operation=operation, rng=self._rng)
+        # The breaker judges whole operations (all retries), so one unlucky connect does not
+        # open it; while it is open, connecting fails at once instead of retrying again.
+        self.breaker.check()
+        try:
+            ready: Ready = await retry_call(fn, self.config.retry_policy, operation=operation, rng=self._rng)
+        except Exception as e:
+            if classify_error(e) is ErrorClass.TRANSIENT:
+                self.breaker.record_failure()
+            raise
+        self.breaker.record_success()
+        return ready
 
     async def _open(self, *, resume: bool) -> Ready:
         await self._drop_connection()

@@ -326,6 +326,10 @@ async def start_server(config: ServerConfig, models: list[ModelConfig] = ()) -> 
     try:
         site = web.TCPSite(runner, config.host, config.port)
         await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise ServiceError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}", code="bind_failed",
+                           hint="choose a free --port, and a --host address this machine has") from e
     except BaseException:
         await runner.cleanup()
         raise

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 #: Consecutive invalid messages after which a connection is closed (nothing valid arrives).
 MAX_CONSECUTIVE_ERRORS = 50
+_RATE_NOTICE_INTERVAL_S = 5.0
 
 
 def setup(app: web.Application) -> None:
@@ -86,7 +88,7 @@ class _Connection:
         self.wire_limits = WireLimits(max_message_bytes=self.limits.max_message_bytes)
         self.bucket = TokenBucket(self.limits.max_messages_per_s, self.limits.message_burst)
         self.errors_in_row = 0
-        self.rate_noted = False
+        self.rate_noted_s = -math.inf
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -129,10 +131,10 @@ class _Connection:
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
             return None
         if msg.type is WSMsgType.ERROR:
-            # Beyond the hard limit aiohttp cannot skip the rest of the message: close (1009).
-            await self.send_error("message_too_large", f"message rejected by the WebSocket reader: {msg.data}", fatal=True,
-                                  hint=f"keep messages under {self.limits.max_message_bytes} bytes")
-            await self.close(WSCloseCode.MESSAGE_TOO_BIG, "message too large")
+            # Beyond the hard limit the rest of the message cannot be skipped: aiohttp has
+            # already closed the connection with 1009 (message too big) before we see this.
+            self.metrics.rejected.labels("message_too_large").inc()
+            logger.info("connection closed: %s", msg.data)
             return None
         await self.pace()
         if msg.type is WSMsgType.TEXT:
@@ -153,10 +155,10 @@ class _Connection:
         """Per-connection message rate: over it, stop reading (TCP pushes back) and say so once."""
         wait_s = self.bucket.take()
         if wait_s <= 0:
-            self.rate_noted = False
             return
-        if not self.rate_noted:
-            self.rate_noted = True
+        now_s = asyncio.get_running_loop().time()
+        if now_s - self.rate_noted_s >= _RATE_NOTICE_INTERVAL_S:  # tell the peer, but not on every message
+            self.rate_noted_s = now_s
             await self.send_error("rate_limited", f"more than {self.limits.max_messages_per_s:g} messages/s; reading is paused",
                                   error_class="transient", hint="send fewer, larger audio blocks")
         while wait_s > 0:
