@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -60,7 +59,7 @@ def _pct(values: list[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values), q))
 
 
-async def _client(url: str, seed: int, duration_s: float, block_ms: int, stats: dict[str, Any]) -> None:
+async def _client(url: str, seed: int, duration_s: float, block_ms: int, overflow: str, stats: dict[str, Any]) -> None:
     audio = _audio(seed, duration_s)
     block = SAMPLE_RATE * block_ms // 1000
     sent_at: list[float] = []
@@ -73,7 +72,8 @@ async def _client(url: str, seed: int, duration_s: float, block_ms: int, stats: 
             result["errors"] += 1
             return
         await ws.send_bytes(encode_frame(Hello(sample_rate=SAMPLE_RATE, outputs=("events", "features", "status"),
-                                               options={"features_hz": 10, "features_dtype": "f16"})))
+                                               options={"features_hz": 10, "features_dtype": "f16",
+                                                        "overflow": overflow})))
 
         async def receive() -> None:
             async for msg in ws:
@@ -187,10 +187,11 @@ def _rss_bytes(pid: int) -> float:
     return 0.0
 
 
-async def _phase(base: str, pid: int, clients: int, duration_s: float, block_ms: int, garbage: bool) -> dict[str, Any]:
+async def _phase(base: str, pid: int, clients: int, duration_s: float, block_ms: int, garbage: bool,
+                 overflow: str) -> dict[str, Any]:
     url = base.replace("http://", "ws://") + "/v1/stream"
     stats: dict[str, Any] = {"clients": []}
-    tasks = [_client(url, seed + 1, duration_s, block_ms, stats) for seed in range(clients)]
+    tasks = [_client(url, seed + 1, duration_s, block_ms, overflow, stats) for seed in range(clients)]
     if garbage:
         tasks.append(_garbage(url, duration_s, stats))
     tasks.append(_watch(base, pid, duration_s + 3, stats))
@@ -235,7 +236,8 @@ async def _main(args: argparse.Namespace) -> int:
     rows = []
     try:
         for n in counts:
-            row = await _phase(base, proc.pid, n, args.duration_s, args.block_ms, not args.no_garbage)
+            row = await _phase(base, proc.pid, n, args.duration_s, args.block_ms, not args.no_garbage, args.overflow)
+            row["overflow"] = args.overflow
             row["model"] = Path(args.model).name
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -265,6 +267,8 @@ def main() -> int:
     p.add_argument("--duration-s", type=float, default=20.0, help="audio each client streams per phase (real time)")
     p.add_argument("--block-ms", type=int, default=100)
     p.add_argument("--no-garbage", action="store_true", help="leave out the garbage-sending client")
+    p.add_argument("--overflow", default="drop_oldest", choices=("block", "drop_oldest", "drop_newest"),
+                   help="stream policy (live clients: drop_oldest, as a microphone would)")
     return asyncio.run(_main(p.parse_args()))
 
 

@@ -33,7 +33,7 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
-from ostinato.errors import ClientError, ConnectTimeoutError, ServerClosedError, ServerError, error_from_wire
+from ostinato.errors import ClientError, ConnectTimeoutError, ServerClosedError, error_from_wire
 from ostinato.stream.breaker import BreakerConfig, CircuitBreaker
 from ostinato.stream.errors import ErrorClass, ProtocolError, classify_error
 from ostinato.stream.retry import RetryPolicy, retry_call

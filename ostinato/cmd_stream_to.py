@@ -62,8 +62,10 @@ async def _stream(args: argparse.Namespace) -> int:
     token = load_token(args.token_file) if args.token_file else None
     config = ClientConfig(timeout_ms=args.timeout_ms, max_retries=args.max_retries, token=token)
     outputs = ("events", "status", "features") if args.features else ("events", "status")
-    options = {"model": args.model} if args.model else {}
+    options: dict[str, Any] = {"model": args.model} if args.model else {}
     source = open_source(args.source, realtime=not args.fast)
+    if source.live:  # a microphone cannot wait: the server drops (and counts) instead of lagging
+        options["overflow"] = "drop_oldest"
     out: IO[str] = args.out.open("w", encoding="utf-8") if args.out else sys.stdout
     counts = {"events": 0, "features": 0}
     try:

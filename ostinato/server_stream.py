@@ -41,7 +41,8 @@ from ostinato.stream.wire import (
     decode_frame,
     encode_frame,
 )
-from ostinato.stream_session import SessionOptions, StreamSession
+from ostinato.stream_options import SessionOptions
+from ostinato.stream_session import StreamSession
 from ostinato.streams import StreamHub
 
 __all__ = ["setup"]

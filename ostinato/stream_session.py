@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import json
 import logging
 import math
@@ -34,136 +33,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ostinato.outbox import OutQueue
 from ostinato.stream.channel import Channel
 from ostinato.stream.errors import ChannelClosedError, EndOfStream, InvalidAudioError, StreamError, classify_error
 from ostinato.stream.events import MatchEvent, event_to_json
 from ostinato.stream.frames import AudioChunk, StreamEnd, StreamFeatures
 from ostinato.stream.resample import PIPELINE_SAMPLE_RATE, StreamResampler
 from ostinato.stream.windowing import Windower
-from ostinato.stream.wire import Bye, ErrorFrame, Event, FeaturesFrame, Frame, Hello, Status, decode_pcm
+from ostinato.stream.wire import Bye, ErrorFrame, Event, FeaturesFrame, Hello, Status, decode_pcm
+from ostinato.stream_options import SessionOptions
 
-__all__ = ["OutQueue", "SessionOptions", "StreamSession"]
+__all__ = ["StreamSession"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_GAP_FILL_S = 5.0  # longest sequence gap filled with silence; longer gaps restart timing
-_KEEP_PRIORITY = frozenset({"event", "error", "bye", "ready"})
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SessionOptions:
-    """What a stream asked for in ``hello`` (validated by :meth:`from_hello`).
-
-    Args:
-        outputs: Subset of ``events``, ``features``, ``status``.
-        overflow: Input queue policy.
-        match: Run the recurring-pattern matcher.
-        match_features: ``logmel`` (model-free, default) or ``model`` (the streamed output).
-        features_every: Send every n-th feature frame (``features_hz`` chosen by the client).
-        features_dtype: ``f32`` or ``f16``.
-        file: Server-side media file to play instead of client audio (dashboard).
-        status_interval_s: Period of ``status`` frames.
-    """
-
-    outputs: frozenset[str] = frozenset({"events", "status"})
-    overflow: str = "block"
-    match: bool = True
-    match_features: str = "logmel"
-    features_every: int = 1
-    features_dtype: str = "f32"
-    file: str = ""
-    status_interval_s: float = 1.0
-
-    @classmethod
-    def from_hello(cls, hello: Hello, default_overflow: str, default_status_s: float) -> SessionOptions:
-        """Validate ``hello.outputs`` and ``hello.options``.
-
-        Raises:
-            ProtocolError: Naming the bad option and the allowed values.
-        """
-        from ostinato.stream.errors import ProtocolError
-
-        outputs = frozenset(hello.outputs)
-        if not outputs <= {"events", "features", "status"}:
-            raise ProtocolError(f"hello.outputs={sorted(outputs)}; expected a subset of ['events', 'features', 'status']")
-        o = hello.options
-        allowed = {"model", "overflow", "match", "match_features", "features_hz", "features_dtype", "file",
-                   "status_interval_s", "resume_token"}
-        unknown = sorted(set(o) - allowed)
-        if unknown:
-            raise ProtocolError(f"hello.options has unknown keys {unknown}; expected some of {sorted(allowed)}")
-
-        def pick(key: str, kinds: tuple[type, ...], default: Any, ok: Any, expected: str) -> Any:
-            value = o.get(key, default)
-            if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds) or not ok(value):
-                raise ProtocolError(f"hello.options.{key}={value!r}; expected {expected}")
-            return value
-
-        features_hz = pick("features_hz", (int, float), 50.0, lambda v: math.isfinite(v) and 0 < v <= 50, "0 < Hz <= 50")
-        return cls(
-            outputs=outputs,
-            overflow=pick("overflow", (str,), default_overflow, lambda v: v in ("block", "drop_oldest", "drop_newest"),
-                          "block, drop_oldest or drop_newest"),
-            match=pick("match", (bool,), "events" in outputs, lambda v: True, "true or false"),
-            match_features=pick("match_features", (str,), "logmel", lambda v: v in ("logmel", "model"), "logmel or model"),
-            features_every=max(1, round(50.0 / features_hz)),
-            features_dtype=pick("features_dtype", (str,), "f32", lambda v: v in ("f32", "f16"), "f32 or f16"),
-            file=pick("file", (str,), "", lambda v: len(v) <= 255, "a file name from GET /v1/media"),
-            status_interval_s=pick("status_interval_s", (int, float), default_status_s,
-                                   lambda v: math.isfinite(v) and 0.1 <= v <= 60, "0.1 .. 60 seconds"),
-        )
-
-    @property
-    def needs_model(self) -> bool:
-        """Whether windows go through the model (features wanted, or matching on them)."""
-        return "features" in self.outputs or (self.match and self.match_features == "model")
-
-
-class OutQueue:
-    """Frames waiting for the connection, bounded: status/features frames are dropped oldest
-    first beyond ``capacity``; events, errors and ``bye`` are kept (up to 4x capacity)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: collections.deque[Frame] = collections.deque()
-        self._ready = asyncio.Event()
-        self.dropped: collections.Counter[str] = collections.Counter()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def put(self, frame: Frame) -> None:
-        """Queue a frame without waiting (never blocks the pipeline)."""
-        self._items.append(frame)
-        if len(self._items) > self.capacity:
-            self._shed()
-        self._ready.set()
-
-    def _shed(self) -> None:
-        for i, item in enumerate(self._items):
-            if item.type not in _KEEP_PRIORITY:
-                del self._items[i]
-                self.dropped[f"send_{item.type}"] += 1
-                return
-        if len(self._items) > 4 * self.capacity:
-            item = self._items.popleft()
-            self.dropped[f"send_{item.type}"] += 1
-
-    async def get(self) -> Frame:
-        """Wait for and return the oldest frame."""
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        return self._items.popleft()
-
-    def unget(self, frame: Frame) -> None:
-        """Put a frame back at the front (its send was interrupted)."""
-        self._items.appendleft(frame)
-        self._ready.set()
-
-    def get_nowait(self) -> Frame | None:
-        """The oldest frame, or ``None``."""
-        return self._items.popleft() if self._items else None
 
 
 class StreamSession:
@@ -384,21 +268,32 @@ class StreamSession:
                     self.frames_out += len(block)  # a model-free stream reports its log-mel frames
         if self._windower is not None:
             for window in self._windower.push(x, time.monotonic(), received_s):
-                await self._submit(window)
+                await self._submit(window, wait=self.options.overflow == "block")
         elif self._logmel is None:
             self.samples_done = self.samples_in
 
     async def _finish_input(self) -> None:
         if self._windower is not None:
             for window in self._windower.flush(time.monotonic()):
-                await self._submit(window)
+                await self._submit(window, wait=True)
             await self.engine.submit(StreamEnd(self.stream_id, self.samples_in))
         else:
             await self.results.put(StreamEnd(self.stream_id, self.samples_in))
 
-    async def _submit(self, window: Any) -> None:
-        # At most max_queue windows of this stream are in flight, so its results channel
-        # (capacity max_queue + 2) never fills and the shared router never waits on one stream.
+    async def _submit(self, window: Any, *, wait: bool) -> None:
+        """Hand a window to the shared inference stage.
+
+        At most ``max_queue`` windows of this stream are in flight, so its results channel
+        (capacity ``max_queue + 2``) never fills and the shared router never waits on one
+        stream. A ``block`` stream waits for room (lossless; its socket stops being read); a
+        stream with a drop policy is live audio: when inference cannot keep up its window is
+        dropped and counted (``window_backlog``) while the audio itself, the timing and the
+        log-mel matcher carry on, so lag stays bounded.
+        """
+        if not wait and (self._in_flight.locked() or self.engine.inbox.depth >= self.engine.inbox.capacity):
+            self.dropped["window_backlog"] += 1
+            self.hub.metrics.windows_dropped.labels("backlog").inc()
+            return
         await self._in_flight.acquire()
         self.windows_pending += 1
         await self.engine.submit(window)

@@ -26,7 +26,8 @@ from ostinato.stream.errors import ProtocolError, StageError
 from ostinato.stream.frames import StreamEnd, StreamFeatures, Window
 from ostinato.stream.infer import InferenceConfig, InferenceStage
 from ostinato.stream.wire import Hello
-from ostinato.stream_session import SessionOptions, StreamSession
+from ostinato.stream_options import SessionOptions
+from ostinato.stream_session import StreamSession
 
 __all__ = ["ModelEngine", "StreamHub"]
 

@@ -63,7 +63,8 @@ async function start() {
   state.seq = 0; state.samplesSent = 0; state.droppedBlocks = 0; state.streamTimeS = 0;
   state.events = []; state.patterns.clear(); renderEvents(); renderPatterns();
   $("start").disabled = true; $("stop").disabled = false;
-  const options = { status_interval_s: 0.5 };
+  // Live audio: when the server cannot keep up it drops (and counts) rather than lags.
+  const options = { status_interval_s: 0.5, overflow: "drop_oldest" };
   if (state.mode === "file") options.file = source.slice(5);
   let sampleRate = 16000;
   if (state.mode === "mic") {
