@@ -6,10 +6,13 @@ change of the repeat bends the line slowly (±5 % tempo moves the lag by one fra
 20 frames), so a :class:`DiagonalTrack` re-picks the lag among ``L-1, L, L+1`` every few
 frames within a drift budget of ``tempo_tolerance × elapsed + 2`` frames.
 
-Scores are *contrasts*: the mean similarity on the diagonal against the median similarity
-on parallel diagonals a few hundred milliseconds away over the same frames. Stationary
-sound (hum, steady noise, sustained tones) is as similar off the diagonal as on it and so
-scores ~0 however similar its frames are; a real repeat scores near 1 when exact.
+A frame counts as matching while the mean similarity of the last few frames on the
+diagonal stays above ``threshold`` (set from the stream's background similarity). The
+evidence for a finished track is a *contrast*: the mean similarity on the diagonal against
+the median similarity on parallel diagonals a few hundred milliseconds away over the same
+frames (:meth:`DiagonalTrack.evidence`). Stationary sound (hum, steady noise, sustained
+tones) is as similar off the diagonal as on it and so has no contrast however similar its
+frames are.
 """
 
 from __future__ import annotations
@@ -33,8 +36,7 @@ class TrackParams:
         max_gap_frames: Consecutive inactive frames that end a track.
         max_length_frames: A track longer than this is ended (and may restart).
         tempo_tolerance: Allowed relative tempo difference (0.05 = ±5 %).
-        hit_fraction: Hit threshold as a fraction of the way from background to the
-            starting diagonal similarity.
+        smooth_frames: Frames averaged for the hit decision.
         background_offsets: Lag offsets (frames) of the parallel diagonals.
     """
 
@@ -42,7 +44,7 @@ class TrackParams:
     max_gap_frames: int
     max_length_frames: int
     tempo_tolerance: float
-    hit_fraction: float
+    smooth_frames: int
     background_offsets: tuple[int, ...]
 
 
@@ -65,30 +67,40 @@ def background_similarity(
 
 
 def verify_alignment(
-    ring: FrameRing, start: int, stop: int, lag: int, search_frames: int
-) -> tuple[int, float, npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
-    """Best lag within ``lag ± search_frames`` for frames ``start … stop-1``.
+    ring: FrameRing, start: int, stop: int, lag: int, search_frames: int, offsets: tuple[int, ...]
+) -> tuple[int, float, float, npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """Best lag within ``lag ± search_frames`` for frames ``start … stop-1``, and the
+    background at that lag, from one matrix product.
 
     Returns:
-        ``(best_lag, mean_similarity, per-frame similarities at best_lag, valid mask)``.
+        ``(best_lag, mean similarity at best_lag, background (median over ``offsets`` of the
+        mean similarity at best_lag + offset), per-frame similarities, valid mask)``;
+        the mean is ``-inf`` when too few frames are held and active.
     """
-    x, ok_x = ring.span(start, stop)
-    lo, hi = start - lag - search_frames, stop - lag + search_frames
-    y, ok_y = ring.span(lo, hi)
-    sims = x @ y.T  # [n, m]: frame start+i vs lo+j; lag of (i, j) = start + i - lo - j
     n = stop - start
-    best = (lag, -np.inf, np.zeros(n, np.float32), np.zeros(n, bool))
+    reach = search_frames + max((abs(o) for o in offsets), default=0)
+    x, ok_x = ring.span(start, stop)
+    y, ok_y = ring.span(start - lag - reach, stop - lag + reach)
+    # Only the needed diagonals, by gather + einsum: a full ``x @ y.T`` would hand a small
+    # product to multithreaded BLAS, which is ~20x slower on a busy machine.
     rows = np.arange(n)
-    for delta in range(-search_frames, search_frames + 1):
-        cols = rows + search_frames - delta
-        ok = ok_x & ok_y[cols]
-        if ok.sum() < max(3, n // 3):
-            continue
-        diag = sims[rows, cols]
-        mean = float(diag[ok].mean())
-        if mean > best[1]:
-            best = (lag + delta, mean, diag.astype(np.float32), ok)
-    return best
+    deltas = np.arange(-search_frames, search_frames + 1)
+    cols = rows[None, :] + reach - deltas[:, None]  # frame start+i vs lag+delta
+    diags = np.einsum("ij,dij->di", x, y[cols])
+    ok = ok_x[None, :] & ok_y[cols]
+    counts = ok.sum(axis=1)
+    means = np.where(counts >= max(3, n // 3), (diags * ok).sum(axis=1) / np.maximum(counts, 1), -np.inf)
+    best = int(np.argmax(means))
+    if not np.isfinite(means[best]):
+        return lag, float("-inf"), 0.0, np.zeros(n, np.float32), np.zeros(n, bool)
+    offs = deltas[best] + np.asarray(offsets, dtype=np.int64)
+    bcols = rows[None, :] + reach - offs[:, None]
+    bok = ok[best][None, :] & ok_y[bcols]
+    bcounts = bok.sum(axis=1)
+    bmeans = (np.einsum("ij,dij->di", x, y[bcols]) * bok).sum(axis=1) / np.maximum(bcounts, 1)
+    valid = bcounts >= max(3, n // 4)
+    bg = float(np.median(bmeans[valid])) if valid.any() else 0.0
+    return lag + int(deltas[best]), float(means[best]), bg, diags[best].astype(np.float32), ok[best]
 
 
 class DiagonalTrack:
@@ -133,8 +145,6 @@ class DiagonalTrack:
         self._ts.append(t)
         self._lags.append(lag)
         self._sims.append(sim)
-        if sim >= self.threshold:
-            self.last_hit = max(self.last_hit, t)
 
     def advance(self, ring: FrameRing, stop: int) -> None:
         """Examine frames ``cursor … stop-1`` (call after they were written to ``ring``)."""
@@ -148,9 +158,8 @@ class DiagonalTrack:
     def _advance_block(self, ring: FrameRing, t0: int, t1: int) -> None:
         x, ok_x = ring.span(t0, t1)
         y, ok_y = ring.span(t0 - self.lag - 1, t1 - self.lag + 1)
-        sims = x @ y.T
         rows = np.arange(t1 - t0)
-        by_delta = {d: sims[rows, rows + 1 - d] for d in (-1, 0, 1)}
+        by_delta = {d: np.einsum("ij,ij->i", x, y[rows + 1 - d]) for d in (-1, 0, 1)}
         ok = ok_x & ok_y[rows + 1]
         p = self.params
         for i in range(t1 - t0):
@@ -164,9 +173,10 @@ class DiagonalTrack:
             self._gap_run = 0
             s = float(by_delta[0][i])
             self._record(t, self.lag, s)
-            self._recent = [*self._recent[-4:], s]
+            self._recent = [*self._recent[1 - p.smooth_frames :], s]
             if sum(self._recent) / len(self._recent) >= self.threshold:
                 self._miss_run = 0
+                self.last_hit = t
             else:
                 self._miss_run += 1
                 if self._miss_run >= p.patience_frames:
@@ -189,32 +199,27 @@ class DiagonalTrack:
             self.lag += best
             self._neighbour = np.roll(self._neighbour, -best)
 
-    def trim(self, window_frames: int = 11, min_density: float = 0.5) -> None:
-        """Reset ``start``/``last_hit`` to the longest run where at least ``min_density`` of
-        the surrounding ``window_frames`` recorded frames are hits (drops chance patches
-        joined to the repeat by short gaps)."""
+    def trim(self, max_gap_frames: int) -> None:
+        """Reset ``start``/``last_hit`` to the longest stretch where the centred moving
+        average of the similarity stays above the threshold, allowing dips of at most
+        ``max_gap_frames`` recorded frames (a changed word between two shared ones ends it)."""
         if not self._ts:
             return
         order = np.argsort(np.asarray(self._ts), kind="stable")
         ts = np.asarray(self._ts, dtype=np.int64)[order]
-        hits = (np.asarray(self._sims, dtype=np.float32)[order] >= self.threshold).astype(np.float32)
-        kernel = np.ones(window_frames, np.float32) / window_frames
-        density = np.convolve(np.pad(hits, window_frames // 2, mode="edge"), kernel, mode="valid")
-        good = (density >= min_density) & (hits > 0)
-        best_len, best = 0, (self.start, self.start - 1)
-        run_start = None
-        dense = density >= min_density
-        for i in range(len(ts) + 1):
-            if i < len(ts) and dense[i]:
-                run_start = i if run_start is None else run_start
-                continue
-            if run_start is not None:
-                idx = np.nonzero(good[run_start:i])[0]
-                if idx.size and ts[run_start + idx[-1]] - ts[run_start + idx[0]] + 1 > best_len:
-                    best = (int(ts[run_start + idx[0]]), int(ts[run_start + idx[-1]]))
-                    best_len = best[1] - best[0] + 1
-                run_start = None
-        self.start, self.last_hit = best
+        sims = np.asarray(self._sims, dtype=np.float32)[order]
+        w = self.params.smooth_frames | 1
+        smooth = np.convolve(np.pad(sims, w // 2, mode="edge"), np.ones(w, np.float32) / w, mode="valid")
+        hits = np.nonzero(smooth >= self.threshold)[0]
+        if hits.size == 0:
+            self.last_hit = self.start - 1
+            return
+        breaks = np.nonzero(np.diff(hits) > max_gap_frames + 1)[0]
+        firsts = np.concatenate([[0], breaks + 1])
+        lasts = np.concatenate([breaks, [hits.size - 1]])
+        lengths = ts[hits[lasts]] - ts[hits[firsts]]
+        best = int(np.argmax(lengths))
+        self.start, self.last_hit = int(ts[hits[firsts[best]]]), int(ts[hits[lasts[best]]])
 
     def path(
         self,
@@ -240,14 +245,10 @@ class DiagonalTrack:
         ts, lags, _ = self.path()
         return int(lags[0]) if lags.size else self.initial_lag
 
-    def score(self, ring: FrameRing) -> float:
-        """Calibrated contrast in [0, 1] of the path against parallel diagonals."""
+    def evidence(self, ring: FrameRing) -> tuple[float, float, int]:
+        """``(diagonal mean, parallel-diagonal background, frames)`` of the trimmed path."""
         ts, lags, sims = self.path()
         if ts.size == 0:
-            return 0.0
-        diag = float(sims.mean())
+            return 0.0, 0.0, 0
         bg = background_similarity(ring, ts, lags, self.params.background_offsets)
-        bg = min(bg, 0.99)
-        contrast = float(np.clip((diag - bg) / (1.0 - bg), 0.0, 1.0))
-        consistency = float((sims >= self.threshold).mean())
-        return contrast * consistency
+        return float(sims.mean()), bg, int(ts.size)

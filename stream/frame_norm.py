@@ -5,13 +5,18 @@ unit vectors whose cosine similarity compares *content*, not level or channel:
 
 1. per-frame centring (subtract the frame's mean over its dimensions): for log-mel this
    removes overall gain exactly, since a gain change adds a constant to every band;
-2. a fixed random projection to at most ``frame_dim`` dimensions (seeded, so every process
+2. optionally a cepstral transform (orthonormal DCT-II over the dimensions, keeping
+   coefficients ``1 … cepstral_coefficients - 1``): decorrelates log-mel bands, so that
+   similarity is not dominated by spectral tilt; measured on the evaluation streams it
+   doubles the separation of true repeats from unrelated frames (``docs/matcher.md``);
+3. a fixed random projection to at most ``frame_dim`` dimensions (seeded, so every process
    and the pattern library agree on the space; keeps an hour of 768-d frames in memory);
-3. removal of a running mean (exponentially weighted over ``mean_time_constant_frames``,
-   updated only from active frames): removes the stationary part of the signal — the
-   channel, a steady noise bed, the average spectrum of the programme — so unrelated frames
-   score near 0 and repeats stand out;
-4. L2 normalisation (frames with no deviation left become zero vectors and match nothing).
+4. removal of a running mean and division by a running standard deviation per dimension
+   (exponentially weighted over ``mean_time_constant_frames``, updated only from active
+   frames): removes the stationary part of the signal — the channel, a steady noise bed, the
+   average spectrum of the programme — and equalises dimensions, so unrelated frames score
+   near 0 and repeats stand out;
+5. L2 normalisation (frames with no deviation left become zero vectors and match nothing).
 
 :class:`ActivityGate` marks frames *active* when their DC-removed energy is above both an
 absolute floor (digital silence, zero padding, DC offsets) and a tracked noise floor plus a
@@ -26,7 +31,7 @@ import collections
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ActivityGate", "FrameNormalizer", "PROJECTION_SEED"]
+__all__ = ["ActivityGate", "FrameNormalizer", "PROJECTION_SEED", "unit_rows"]
 
 #: Seed of the random projection; part of the feature space stored in pattern libraries.
 PROJECTION_SEED = 20240917
@@ -39,6 +44,14 @@ def _projection(input_dim: int, frame_dim: int) -> npt.NDArray[np.float32]:
     return matrix.astype(np.float32)
 
 
+def _dct_basis(input_dim: int, coefficients: int) -> npt.NDArray[np.float32]:
+    """Columns 1 … coefficients-1 of the orthonormal DCT-II matrix (``[input_dim, k]``)."""
+    n = np.arange(input_dim)
+    k = np.arange(1, min(coefficients, input_dim))
+    basis = np.cos(np.pi * (n[:, None] + 0.5) * k[None, :] / input_dim) * np.sqrt(2.0 / input_dim)
+    return basis.astype(np.float32)
+
+
 class FrameNormalizer:
     """Per-stream frame normalisation state.
 
@@ -46,63 +59,84 @@ class FrameNormalizer:
         input_dim: Dimension of the raw frames.
         frame_dim: Maximum dimension kept (a random projection is applied above it).
         center: Subtract each frame's mean over its dimensions first.
-        mean_time_constant_frames: Time constant of the running mean, in frames.
+        mean_time_constant_frames: Time constant of the running mean and variance, in frames.
+        cepstral_coefficients: Apply a DCT and keep coefficients 1 … n-1 (0: off).
+        variance_normalize: Divide by the running standard deviation per dimension.
     """
 
     def __init__(
-        self, input_dim: int, frame_dim: int, center: bool, mean_time_constant_frames: float
+        self,
+        input_dim: int,
+        frame_dim: int,
+        center: bool,
+        mean_time_constant_frames: float,
+        cepstral_coefficients: int = 0,
+        variance_normalize: bool = True,
     ) -> None:
         if input_dim < 1 or frame_dim < 1:
             raise ValueError(f"input_dim={input_dim}, frame_dim={frame_dim}; expected >= 1")
         self.input_dim = input_dim
         self.center = center
-        self._projection = _projection(input_dim, frame_dim) if input_dim > frame_dim else None
-        self.dim = frame_dim if input_dim > frame_dim else input_dim
+        self.variance_normalize = variance_normalize
+        self._dct = _dct_basis(input_dim, cepstral_coefficients) if cepstral_coefficients > 1 else None
+        width = self._dct.shape[1] if self._dct is not None else input_dim
+        self._projection = _projection(width, frame_dim) if width > frame_dim else None
+        self.dim = frame_dim if width > frame_dim else width
         self._decay = float(np.exp(-1.0 / max(mean_time_constant_frames, 1.0)))
         self._sum = np.zeros(self.dim, dtype=np.float64)
+        self._sum_sq = np.zeros(self.dim, dtype=np.float64)
         self._weight = 0.0
 
     def project(self, frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Steps 1–2 (centring and projection), without the running mean."""
+        """Steps 1–3 (centring, cepstrum, projection), without the running statistics."""
         x = np.asarray(frames, dtype=np.float32)
         if self.center:
             x = x - x.mean(axis=1, keepdims=True)
+        if self._dct is not None:
+            x = x @ self._dct
         if self._projection is not None:
             x = x @ self._projection
         return x
 
-    @property
-    def mean(self) -> npt.NDArray[np.float64]:
-        """Current running mean (zeros before the first active frame)."""
+    def statistics(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Current running mean and standard deviation (zeros/ones before any active frame)."""
         if self._weight <= 0.0:
-            return np.zeros(self.dim, dtype=np.float64)
-        return self._sum / self._weight
+            return np.zeros(self.dim), np.ones(self.dim)
+        mean = self._sum / self._weight
+        var = np.maximum(self._sum_sq / self._weight - mean**2, 0.0)
+        return mean, np.sqrt(var) + 1e-3 * (np.sqrt(var.mean()) + 1e-9)
 
     def normalize(
         self, frames: npt.NDArray[np.float32], active: npt.NDArray[np.bool_]
     ) -> npt.NDArray[np.float32]:
-        """Normalise a block (the running mean is updated once per block, after use).
+        """Normalise a block (the running statistics are first updated with its active frames).
 
         Args:
             frames: ``[T, input_dim]`` raw frames.
-            active: ``[T]`` gate decisions; only active frames update the running mean.
+            active: ``[T]`` gate decisions; only active frames update the statistics.
 
         Returns:
             ``[T, dim]`` float32 unit vectors (zero rows where nothing is left).
         """
         x = self.project(frames)
-        mean = self.mean
-        if self._weight <= 0.0 and active.any():
-            mean = x[active].mean(axis=0, dtype=np.float64)  # first active block: its own mean
-        y = x - mean.astype(np.float32)
-        norms = np.linalg.norm(y, axis=1, keepdims=True)
-        unit = np.where(norms > _EPS, y / np.maximum(norms, _EPS), 0.0).astype(np.float32)
         n_active = int(active.sum())
         if n_active:
             decay = self._decay**n_active
-            self._sum = decay * self._sum + x[active].sum(axis=0, dtype=np.float64)
+            xa = x[active].astype(np.float64)
+            self._sum = decay * self._sum + xa.sum(axis=0)
+            self._sum_sq = decay * self._sum_sq + (xa**2).sum(axis=0)
             self._weight = decay * self._weight + n_active
-        return unit
+        mean, std = self.statistics()
+        y = x - mean.astype(np.float32)
+        if self.variance_normalize:
+            y = y / std.astype(np.float32)
+        return unit_rows(y)
+
+
+def unit_rows(y: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """L2-normalise rows; rows with (almost) nothing left become zeros."""
+    norms = np.linalg.norm(y, axis=1, keepdims=True)
+    return np.where(norms > _EPS, y / np.maximum(norms, _EPS), 0.0).astype(np.float32)
 
 
 class ActivityGate:

@@ -66,6 +66,9 @@ class FrameRing:
 
     def span(self, start: int, stop: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
         """Frames ``start … stop-1`` (see :meth:`take`)."""
+        a, b = start % self.capacity, (stop - 1) % self.capacity
+        if start >= self.start and stop <= self.end and stop > start and a <= b:
+            return self._frames[a : b + 1].astype(np.float32), self._active[a : b + 1].copy()
         return self.take(np.arange(start, stop, dtype=np.int64))
 
     def active_fraction(self, start: int, stop: int) -> float:

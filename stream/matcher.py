@@ -82,12 +82,20 @@ class PatternMatcher:
         self._novel_run: list[float] = []
         self._novel_start = 0
         self._next_pattern = 0
+        self._rng = np.random.default_rng(0)
+        self._bg_mean = 0.0
+        self._bg_sq = 0.0
+        self._bg_weight = 0.0
+        self._last_best: float | None = None
+        self._query_lags: collections.deque[tuple[int, npt.NDArray[np.int64]]] = collections.deque(
+            maxlen=max(8, int(c.max_pattern_s / c.segment_hop_s) + 8)
+        )
         self._params = TrackParams(
             patience_frames=c.frames(c.end_patience_s),
             max_gap_frames=c.frames(c.max_gap_s),
             max_length_frames=c.frames(c.max_pattern_s),
             tempo_tolerance=c.tempo_tolerance,
-            hit_fraction=c.hit_fraction,
+            smooth_frames=c.frames(c.smooth_s),
             background_offsets=tuple(o * s for o in (c.frames(0.3), c.frames(0.5), c.frames(0.8)) for s in (-1, 1)),
         )
         if input_dim is not None:
@@ -97,7 +105,10 @@ class PatternMatcher:
     def _allocate(self, input_dim: int) -> None:
         c = self.config
         self._input_dim = input_dim
-        self._norm = FrameNormalizer(input_dim, c.frame_dim, c.center_frames, c.frames(c.mean_time_constant_s))
+        self._norm = FrameNormalizer(
+            input_dim, c.frame_dim, c.center_frames, c.frames(c.mean_time_constant_s),
+            c.cepstral_coefficients, c.variance_normalize,
+        )
         self._ring = FrameRing(c.frames(c.buffer_s), self._norm.dim)
         hop = c.frames(c.segment_hop_s)
         self._index = SegmentIndex(-(-self._ring.capacity // hop), self._norm.dim * c.segment_parts)
@@ -227,6 +238,7 @@ class PatternMatcher:
         q0 = self._ring.end - seg
         if q0 < self._ring.start:
             return
+        self._sample_background()
         emb, active_fraction = self._segment_embedding(q0)
         if active_fraction < c.min_active_fraction:
             self._last_best = None
@@ -235,11 +247,46 @@ class PatternMatcher:
         starts, sims = self._index.search(emb, self._ring.start, max_start, c.candidates)
         self._last_best = float(sims[0]) if sims.size else None
         self.stats.segments += 1
+        self._query_lags.append((q0, q0 - starts))
         for cand, sim in zip(starts.tolist(), sims.tolist(), strict=True):
             if sim < c.candidate_threshold:
                 break
             self._try_candidate(q0, q0 - int(cand))
         self._index.add(q0, emb)
+
+    def _sample_background(self, pairs: int = 32) -> None:
+        """Update the running mean/variance of similarity between unrelated frames."""
+        assert self._ring is not None
+        lo, hi = self._ring.start, self._ring.end
+        if hi - lo < 2 * self.config.frames(self.config.segment_s):
+            return
+        a = self._rng.integers(lo, hi, pairs)
+        b = self._rng.integers(lo, hi, pairs)
+        far = np.abs(a - b) >= self.config.frames(self.config.segment_s)
+        x, ok_x = self._ring.take(a[far])
+        y, ok_y = self._ring.take(b[far])
+        ok = ok_x & ok_y
+        if ok.sum() < 4:
+            return
+        sims = np.einsum("ij,ij->i", x[ok], y[ok]).astype(np.float64)
+        decay = 0.98 ** int(ok.sum() / 8)
+        self._bg_mean = decay * self._bg_mean + (1 - decay) * float(sims.mean())
+        self._bg_sq = decay * self._bg_sq + (1 - decay) * float((sims**2).mean())
+        self._bg_weight = decay * self._bg_weight + (1 - decay)
+
+    def background(self) -> tuple[float, float]:
+        """Mean and standard deviation of the similarity of unrelated frames of this stream
+        (``(0, 0.3)`` until measured)."""
+        if self._bg_weight < 0.2:
+            return 0.0, 0.3
+        mean = self._bg_mean / self._bg_weight
+        var = max(self._bg_sq / self._bg_weight - mean**2, 1e-4)
+        return mean, max(float(np.sqrt(var)), 0.05)
+
+    def _evidence(self, diag: float, bg: float, frames: int) -> float:
+        """z-like evidence that a diagonal of ``frames`` frames is a repeat."""
+        _, std = self.background()
+        return (diag - bg) / std * float(np.sqrt(frames / 4.0))
 
     def _covered(self, q0: int, lag: int) -> bool:
         tol = 3 + int(self.config.tempo_tolerance * 50)
@@ -263,21 +310,20 @@ class PatternMatcher:
         self.stats.candidates += 1
         seg = c.frames(c.segment_s)
         search = c.frames(c.segment_hop_s) // 2 + 2
-        lag, diag, sims, ok = verify_alignment(self._ring, q0, q0 + seg, lag, search)
+        lag, diag, bg, sims, ok = verify_alignment(self._ring, q0, q0 + seg, lag, search, self._params.background_offsets)
         if not np.isfinite(diag) or self._covered(q0, lag):
             return
         ts = np.arange(q0, q0 + seg, dtype=np.int64)
-        bg = background_similarity(self._ring, ts[ok], np.full(int(ok.sum()), lag, np.int64), self._params.background_offsets)
-        contrast = (diag - bg) / max(1.0 - bg, 1e-3)
-        if contrast < c.start_threshold:
+        if self._evidence(diag, bg, int(ok.sum())) < c.start_z:
             return
-        threshold = bg + c.hit_fraction * (diag - bg)
+        mean, std = self.background()
+        threshold = mean + c.hit_z * std
         track = DiagonalTrack(q0, self._ring.end, lag, threshold, bg, self._params)
         back_ts, back_sims = self._extend_back(q0, lag, threshold)
         track.seed(back_ts, np.full(back_ts.size, lag, np.int64), back_sims)
         track.seed(ts[ok], np.full(int(ok.sum()), lag, np.int64), sims[ok])
         track.start = int(back_ts[0]) if back_ts.size else q0
-        track.last_hit = max(track.last_hit, q0)
+        track.last_hit = q0 + seg - 1
         track.advance(self._ring, self._ring.end)
         self._tracks.append(track)
         self.stats.tracks += 1
@@ -308,11 +354,10 @@ class PatternMatcher:
             gap = 0
             keep_ts.append(t)
             keep_sims.append(s)
-            recent = [*recent[-4:], s]
+            recent = [*recent[1 - self._params.smooth_frames :], s]
             if sum(recent) / len(recent) >= threshold:
                 miss = 0
-                if s >= threshold:
-                    first_hit = t
+                first_hit = t
             else:
                 miss += 1
                 if miss >= self._params.patience_frames:
@@ -353,9 +398,15 @@ class PatternMatcher:
         if not done:
             return []
         self._tracks = [t for t in self._tracks if not (t.ended or force)]
+        min_frames = self.config.frames(self.config.min_pattern_s)
+        kept = []
         for track in done:
-            track.trim()
-        scored = sorted(((t.score(self._ring), t) for t in done), key=lambda st: -st[0])
+            track.trim(self.config.frames(self.config.max_dip_s))
+            if track.length_frames < min_frames:
+                self.stats.rejected_short += 1  # cheap rejection before scoring
+            else:
+                kept.append(track)
+        scored = sorted(((self._score(t), t) for t in kept), key=lambda st: -st[0])
         events: list[Event] = []
         for score, track in scored:
             event = self._to_event(track, score)
@@ -363,6 +414,41 @@ class PatternMatcher:
                 events.append(event)
         self._prune()
         return events
+
+    def _score(self, track: DiagonalTrack) -> float:
+        assert self._ring is not None
+        diag, bg, frames = track.evidence(self._ring)
+        if frames == 0:
+            return 0.0
+        bg = max(bg, self._alternative_background(track))
+        z = self._evidence(diag, bg, frames)
+        c = self.config
+        return float(1.0 / (1.0 + np.exp(-(z - c.detection_z) / c.score_scale_z)))
+
+    def _alternative_background(self, track: DiagonalTrack) -> float:
+        """Median similarity of the track's frames at the *other* lags the segment search
+        proposed while the repeat played (content that looks alike; the ratio test of audio
+        fingerprinting). A repeat stands out from them; a chance resemblance does not."""
+        assert self._ring is not None
+        ts, lags, _ = track.path()
+        tol = 3 + int(self.config.tempo_tolerance * 50)
+        others: list[int] = []
+        for q0, cand in self._query_lags:
+            if track.start - 50 <= q0 <= track.last_hit:
+                for lag in cand.tolist():
+                    if abs(lag - track.lag) > tol and all(abs(lag - o) > tol for o in others):
+                        others.append(int(lag))
+        if len(others) < 3:
+            return -1.0
+        x, ok_x = self._ring.take(ts)
+        means = []
+        drift = lags - track.lag
+        for lag in others[:32]:
+            y, ok_y = self._ring.take(ts - lag - drift)
+            ok = ok_x & ok_y
+            if ok.sum() >= max(3, ts.size // 4):
+                means.append(float(np.einsum("ij,ij->i", x[ok], y[ok]).mean()))
+        return float(np.median(means)) if len(means) >= 3 else -1.0
 
     def _to_event(self, track: DiagonalTrack, score: float) -> MatchEvent | None:
         c = self.config
@@ -432,7 +518,7 @@ class PatternMatcher:
         c = self.config
         if c.novelty_threshold is None or self._ring is None or self._index is None:
             return []
-        best = getattr(self, "_last_best", None)
+        best = self._last_best
         enough = self._index.size * c.segment_hop_s >= c.novelty_min_history_s
         seg = c.frames(c.segment_s)
         novel = not flush and enough and best is not None and best < c.novelty_threshold

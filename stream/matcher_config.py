@@ -20,6 +20,9 @@ class MatcherConfig:
         frame_dim: Frames with more dimensions are randomly projected down to this.
         center_frames: Subtract each frame's mean over its dimensions (gain invariance for
             log-mel).
+        cepstral_coefficients: DCT over the frame dimensions keeping coefficients
+            1 … n-1 (0: off). Use 40 for 64-band log-mel (:meth:`for_features`).
+        variance_normalize: Divide by a running per-dimension standard deviation.
         mean_time_constant_s: Time constant of the running mean removed from frames.
         energy_floor_db: Frames quieter than this (DC removed) are inactive.
         noise_margin_db: Frames must also exceed the tracked noise floor by this much.
@@ -30,16 +33,22 @@ class MatcherConfig:
         segment_parts: Sub-blocks pooled per segment embedding (coarse temporal order).
         candidates: Earlier segments examined per search.
         candidate_threshold: Minimum segment cosine for a candidate.
-        start_threshold: Minimum contrast of a candidate's 1-segment alignment to follow it.
-        hit_fraction: Per-frame hit threshold, as a fraction from background to the
-            starting diagonal similarity.
-        match_threshold: Minimum calibrated score of a reported match.
+        start_z: Minimum evidence (z, see ``docs/matcher.md``) of a candidate's one-segment
+            alignment to follow it.
+        hit_z: A frame matches while its smoothed diagonal similarity is this many
+            background standard deviations above the background mean.
+        smooth_s: Averaging length of the per-frame hit decision.
+        detection_z: Evidence at which the score is 0.5.
+        score_scale_z: Evidence difference that moves the score from 0.5 to 0.73.
+        match_threshold: Minimum score of a reported match (0.5: evidence >= detection_z).
         min_pattern_s: Shortest repeat reported.
         max_pattern_s: Longest stretch followed before a track is cut.
         min_lag_s: Minimum distance between an occurrence and the one it repeats.
         tempo_tolerance: Relative tempo difference tolerated (0.05 = ±5 %).
         end_patience_s: Non-matching audio that ends a repeat (sets detection latency).
         max_gap_s: Inactive audio (pauses) tolerated inside a repeat.
+        max_dip_s: Non-matching active audio tolerated inside a reported repeat (longer
+            dips split it; the longest piece is kept).
         max_extend_back_s: How far back a repeat's start is searched once detected.
         refractory_s: A pattern is not reported again until this long after its last report.
         periodic_ratio: A repeat longer than this many lags is a loop (periodic music,
@@ -59,6 +68,8 @@ class MatcherConfig:
     buffer_s: float = 600.0
     frame_dim: int = 128
     center_frames: bool = True
+    cepstral_coefficients: int = 0
+    variance_normalize: bool = True
     mean_time_constant_s: float = 10.0
     energy_floor_db: float = -60.0
     noise_margin_db: float = 3.0
@@ -68,16 +79,20 @@ class MatcherConfig:
     segment_hop_s: float = 0.2
     segment_parts: int = 2
     candidates: int = 8
-    candidate_threshold: float = 0.3
-    start_threshold: float = 0.25
-    hit_fraction: float = 0.4
-    match_threshold: float = 0.3
-    min_pattern_s: float = 1.0
+    candidate_threshold: float = 0.2
+    start_z: float = 3.0
+    hit_z: float = 1.0
+    smooth_s: float = 0.16
+    detection_z: float = 5.0
+    score_scale_z: float = 1.5
+    match_threshold: float = 0.5
+    min_pattern_s: float = 1.5
     max_pattern_s: float = 60.0
     min_lag_s: float = 1.0
     tempo_tolerance: float = 0.05
     end_patience_s: float = 0.2
     max_gap_s: float = 0.4
+    max_dip_s: float = 0.12
     max_extend_back_s: float = 10.0
     refractory_s: float = 2.0
     periodic_ratio: float = 1.5
@@ -118,7 +133,9 @@ class MatcherConfig:
             raise ValueError(f"frame_dim={self.frame_dim}; expected >= 8")
         if not 0.0 <= self.tempo_tolerance <= 0.2:
             raise ValueError(f"tempo_tolerance={self.tempo_tolerance}; expected 0 .. 0.2")
-        for name in ("match_threshold", "start_threshold", "hit_fraction", "min_active_fraction"):
+        if self.cepstral_coefficients < 0 or self.score_scale_z <= 0 or self.smooth_s <= 0:
+            raise ValueError("cepstral_coefficients must be >= 0, score_scale_z and smooth_s > 0")
+        for name in ("match_threshold", "candidate_threshold", "min_active_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r}; expected a value in [0, 1]")
@@ -132,6 +149,19 @@ class MatcherConfig:
             raise ValueError("candidates, max_tracks and max_patterns must be >= 1")
         if self.novelty_threshold is not None and not -1.0 <= self.novelty_threshold <= 1.0:
             raise ValueError(f"novelty_threshold={self.novelty_threshold}; expected None or -1 .. 1")
+
+    @classmethod
+    def for_features(cls, kind: str, **overrides: object) -> MatcherConfig:
+        """Defaults for a feature kind: ``logmel`` (cepstral transform on) or ``wav2vec2``.
+
+        Raises:
+            ValueError: Unknown kind.
+        """
+        kinds = {"logmel": {"cepstral_coefficients": 40}, "wav2vec2": {}}
+        base = kind.split(":", 1)[0]
+        if base not in kinds:
+            raise ValueError(f"feature kind {kind!r}; expected one of {sorted(kinds)}")
+        return cls(**{**kinds[base], **overrides})  # type: ignore[arg-type]
 
     @property
     def frame_rate_hz(self) -> float:
