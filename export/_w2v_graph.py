@@ -40,7 +40,7 @@ def quiet_export() -> Iterator[None]:
     export, which is what those warnings ask the user to verify.
     """
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # type: ignore[attr-defined]
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=".*The feature will be removed.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\..*")

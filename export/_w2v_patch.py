@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -32,7 +33,7 @@ class MatMulConvLayer(torch.nn.Module):
     graph needs no shape arithmetic.
     """
 
-    def __init__(self, layer: torch.nn.Module, frame_scaled: bool = False) -> None:
+    def __init__(self, layer: Any, frame_scaled: bool = False) -> None:
         super().__init__()
         self.frame_scaled = frame_scaled
         conv = layer.conv
@@ -53,22 +54,27 @@ class MatMulConvLayer(torch.nn.Module):
         self.activation = layer.activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = self.kernel - 1
-        cols = [x[:, j : (j - last if j < last else None) : self.stride] for j in range(self.kernel)]
-        cols_cat = torch.cat(cols, dim=-1)
+        cols = torch.cat(self._slices(x), dim=-1)
         if self.frame_scaled:
             # Per-frame scale: int8 dynamic quantization uses one scale per tensor, which
             # drowns quiet frames next to loud ones; dividing each row by its own peak and
             # multiplying the product back is exact in fp32 and gives each frame full range.
-            peak = cols_cat.abs().amax(dim=-1, keepdim=True).clamp_min(1e-6)
-            y = torch.matmul(cols_cat / peak, self.weight) * peak
+            # The peak of a row is the largest peak of the input frames it is built from.
+            frame_peak = x.abs().amax(dim=-1, keepdim=True)
+            peak = torch.stack(self._slices(frame_peak), dim=0).amax(dim=0).clamp_min(1e-6)
+            y = torch.matmul(cols * peak.reciprocal(), self.weight) * peak
         else:
-            y = torch.matmul(cols_cat, self.weight)
+            y = torch.matmul(cols, self.weight)
         if self.bias is not None:
             y = y + self.bias
         if self.layer_norm is not None:
             y = self.layer_norm(y)
-        return self.activation(y)
+        out: torch.Tensor = self.activation(y)
+        return out
+
+    def _slices(self, x: torch.Tensor) -> list[torch.Tensor]:
+        last = self.kernel - 1
+        return [x[:, j : (j - last if j < last else None) : self.stride] for j in range(self.kernel)]
 
 
 class MatMulFeatureEncoder(torch.nn.Module):
@@ -79,7 +85,7 @@ class MatMulFeatureEncoder(torch.nn.Module):
         layers: Indices of the conv layers to rewrite (layer 0 is never rewritten).
     """
 
-    def __init__(self, encoder: torch.nn.Module, layers: tuple[int, ...], frame_scaled: bool = False) -> None:
+    def __init__(self, encoder: Any, layers: tuple[int, ...], frame_scaled: bool = False) -> None:
         super().__init__()
         if 0 in layers:
             raise ValueError(f"layers={layers}; conv layer 0 (one input channel) is never rewritten")
@@ -102,7 +108,7 @@ class MatMulFeatureEncoder(torch.nn.Module):
 
 
 @contextlib.contextmanager
-def matmul_front_end(model: torch.nn.Module, layers: tuple[int, ...], frame_scaled: bool = False) -> Iterator[None]:
+def matmul_front_end(model: Any, layers: tuple[int, ...], frame_scaled: bool = False) -> Iterator[None]:
     """Swap the feature encoder of a ``Wav2Vec2Model``/``Wav2Vec2ForCTC`` while tracing.
 
     Args:

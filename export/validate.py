@@ -126,7 +126,8 @@ def _normalize_rows(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     # Same formula as Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm (eps 1e-7).
     mean = x.mean(axis=1, keepdims=True)
     var = x.var(axis=1, keepdims=True)
-    return ((x - mean) / np.sqrt(var + 1e-7)).astype(np.float32)
+    out: npt.NDArray[np.float32] = ((x - mean) / np.sqrt(var + 1e-7)).astype(np.float32)
+    return out
 
 
 def frame_cosine(a: npt.NDArray[np.floating[Any]], b: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
@@ -270,5 +271,5 @@ def _enforce(report: dict[str, Any], where: str) -> None:
         hint="try --precision fp32 (or int8 instead of fp16), report the figures in an issue, "
         "or pass --no-validate to keep the model anyway",
     )
-    error.report = report  # type: ignore[attr-defined]  # the figures, for callers and tests
+    error.report = report  # the figures, for callers and tests
     raise error
