@@ -26,6 +26,8 @@ _COMMAND_MODULES = (
     "ostinato.cmd_stream_to",
     "ostinato.cmd_run",
     "ostinato.cmd_devices",
+    "ostinato.cmd_match",
+    "ostinato.cmd_library",
 )
 
 
