@@ -14,7 +14,15 @@ import numpy.typing as npt
 from ostinato.stream.frame_norm import ActivityGate, FrameNormalizer
 from ostinato.stream.matcher_config import MatcherConfig
 
-__all__ = ["clip_embedding", "embedding_dim", "pool_frames"]
+__all__ = ["clip_embedding", "clip_frame_dim", "embedding_dim", "pattern_feature_name", "pool_frames"]
+
+
+def pattern_feature_name(features: str, frame_dim: int) -> str:
+    """Name of the embedding space stored with library patterns, e.g. ``logmel/d39``.
+
+    Patterns and queries are comparable only when this name matches.
+    """
+    return f"{features}/d{frame_dim}"
 
 
 def embedding_dim(frame_dim: int) -> int:
@@ -50,10 +58,16 @@ def clip_embedding(
     active = gate.update(energy_db) if energy_db is not None else np.ones(x.shape[0], bool)
     if not active.any():
         raise ValueError("the clip has no frame above the silence gate; nothing to embed")
-    norm = FrameNormalizer(x.shape[1], c.frame_dim, c.center_frames, c.frames(c.mean_time_constant_s))
-    projected = norm.project(x)
-    mean = projected[active].mean(axis=0)
-    y = projected - mean
-    lengths = np.linalg.norm(y, axis=1, keepdims=True)
-    unit = np.where(lengths > 1e-6, y / np.maximum(lengths, 1e-6), 0.0).astype(np.float32)
+    norm = FrameNormalizer(
+        x.shape[1], c.frame_dim, c.center_frames, c.frames(c.mean_time_constant_s),
+        c.cepstral_coefficients, c.variance_normalize,
+    )
+    unit = norm.normalize(x, active)  # one block: the clip's own statistics
     return pool_frames(unit[active])
+
+
+def clip_frame_dim(input_dim: int, config: MatcherConfig) -> int:
+    """Dimension of the matcher's normalised frames for raw frames of ``input_dim``."""
+    return FrameNormalizer(
+        input_dim, config.frame_dim, config.center_frames, 1.0, config.cepstral_coefficients, config.variance_normalize
+    ).dim

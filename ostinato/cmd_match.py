@@ -1,0 +1,108 @@
+"""``ostinato match FILE``: stream a file through the pattern matcher (offline), and the
+``--match`` options of ``ostinato run``.
+
+``match`` reads the file, resamples it to 16 kHz and pushes it in chunks of ``--chunk-s``
+through exactly what the live pipeline runs (log-mel or model features → matcher → events
+→ library), printing events as JSON lines on stdout (or to ``--events``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_match_arguments", "build_match_consumers", "register", "run"]
+
+
+def _stage_config(args: argparse.Namespace) -> Any:
+    from ostinato.stream.matcher import MatcherConfig
+    from ostinato.stream.matcher_stage import MatcherStageConfig
+
+    overrides: dict[str, Any] = {"buffer_s": args.buffer_s}
+    if args.min_pattern_s is not None:
+        overrides["min_pattern_s"] = args.min_pattern_s
+    if args.novelty is not None:
+        overrides["novelty_threshold"] = args.novelty
+    matcher = MatcherConfig.for_features(args.features, **overrides)
+    return MatcherStageConfig(features=args.features, matcher=matcher, events_path=args.events, library_path=args.library)
+
+
+def add_match_arguments(p: argparse.ArgumentParser, standalone: bool = False) -> None:
+    """Matcher options shared by ``match`` and ``run --match``."""
+    g = p.add_argument_group("pattern matching")
+    if not standalone:
+        g.add_argument("--match", action="store_true", help="flag recurring patterns live (see docs/matcher.md)")
+    g.add_argument("--features", default="logmel", help="logmel (model-free, default) or wav2vec2[:LAYER] (the model's output)")
+    g.add_argument("--events", type=Path, default=None, help="append match/novelty events here as JSON lines")
+    g.add_argument("--library", type=Path, default=None, help="file matches in this pattern library (SQLite)")
+    g.add_argument("--buffer-s", type=float, default=600.0, help="audio history searched per stream (default 600)")
+    g.add_argument("--min-pattern-s", type=float, default=None, help="shortest repeat reported (default 1.5)")
+    g.add_argument("--novelty", type=float, default=None, metavar="COSINE", help="also report novel sounds below this similarity")
+
+
+def build_match_consumers(args: argparse.Namespace) -> list[Any]:
+    """``run --match``: the matcher stage (wav2vec2:LAYER selects the model output)."""
+    if not getattr(args, "match", False):
+        return []
+    from ostinato.stream.matcher_stage import MatcherStage
+
+    kind, _, layer = args.features.partition(":")
+    if kind == "wav2vec2" and layer and args.output is None:
+        args.output = f"hidden_state_{int(layer)}"
+    return [MatcherStage(_stage_config(args))]
+
+
+def register(sub: Any) -> None:
+    """Add the ``match`` subcommand."""
+    p = sub.add_parser("match", help="find recurring patterns in an audio file, streamed through the matcher")
+    p.add_argument("file", type=Path, help="WAV/FLAC/OGG at any sample rate")
+    p.add_argument("--model", type=Path, default=None, help="exported Wav2Vec2 directory (for --features wav2vec2[:LAYER])")
+    p.add_argument("--stream", default=None, help="stream name in events (default: the file name)")
+    p.add_argument("--chunk-s", type=float, default=0.1, help="audio per push (default 0.1 s)")
+    add_match_arguments(p, standalone=True)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Stream the file through the matcher; print events and a summary."""
+    from ostinato.runtime.audio import load_audio
+    from ostinato.stream.events import event_to_json
+    from ostinato.stream.matcher_stage import MatcherSession
+
+    config = _stage_config(args)
+    stream = args.stream or args.file.stem
+    audio, _ = load_audio(args.file)
+    printer = None if args.events is not None else (lambda e: print(event_to_json(e), flush=True))
+    session = MatcherSession(config, on_event=printer)
+    step = max(320, int(args.chunk_s * 16000))
+    try:
+        if config.features == "logmel":
+            for i in range(0, audio.size, step):
+                session.feed(stream, audio[i : i + step])
+        else:
+            _match_model_features(args, session, stream, audio)
+    finally:
+        session.close()
+    where = f" -> {args.events}" if args.events is not None else ""
+    print(f"{stream}: {audio.size / 16000:.1f} s, {session.matches} matches, {session.novelties} novelty events{where}", file=sys.stderr)
+    return 0
+
+
+def _match_model_features(args: argparse.Namespace, session: Any, stream: str, audio: Any) -> None:
+    from ostinato.runtime.errors import InputError
+    from ostinato.runtime.wav2vec2 import Wav2Vec2Model
+
+    if args.model is None:
+        raise InputError(f"--features {args.features} needs --model DIR", hint="or use --features logmel")
+    _, _, layer = args.features.partition(":")
+    with Wav2Vec2Model.from_dir(args.model) as model:
+        output = f"hidden_state_{int(layer)}" if layer else None
+        features = model.features(audio, 16000, output=output)
+        if model.manifest.random_init:
+            print("model has RANDOM WEIGHTS: matches reflect its random features", file=sys.stderr)
+    session.feed(stream, audio)  # energy for the silence gate
+    step = 25
+    for i in range(0, len(features), step):
+        session.consume_frames(stream, features.frames[i : i + step], i)

@@ -1,0 +1,232 @@
+"""Pipeline stage around :class:`~ostinato.stream.matcher.PatternMatcher` (one per stream).
+
+The stage takes frame features in stream order and writes the matcher's events to an
+:class:`~ostinato.stream.events.EventLog` and, for matches, to a
+:class:`~ostinato.stream.library.PatternLibrary`. Two feature kinds:
+
+``logmel``
+    the stage computes log-mel frames itself from the stream's audio (:meth:`feed`); model
+    features are ignored. Works with random-weight models or none.
+``model``
+    the model's frames (:meth:`consume`) are matched; the audio fed through :meth:`feed`
+    only supplies the per-frame energy of the silence gate.
+
+The synchronous core, :class:`MatcherSession`, is what ``ostinato match`` uses on files; the
+async methods are the thin shell the pipeline calls (``FeatureConsumer`` protocol).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ostinato.runtime.logmel import LogMel, LogMelStream
+from ostinato.stream.embedding import pattern_feature_name
+from ostinato.stream.events import Event, EventLog, MatchEvent
+from ostinato.stream.library import PatternLibrary
+from ostinato.stream.matcher import FeatureBlock, MatcherConfig, PatternMatcher
+
+__all__ = ["MatcherSession", "MatcherStage", "MatcherStageConfig"]
+
+logger = logging.getLogger(__name__)
+
+_ENERGY_FRAMES_KEPT = 3000  # per stream: a minute of frame energies waiting for model features
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MatcherStageConfig:
+    """What the stage matches on and where events go.
+
+    Args:
+        features: ``logmel`` or ``wav2vec2[:LAYER]`` (any model output).
+        matcher: Matcher settings (default: :meth:`MatcherConfig.for_features`).
+        events_path: JSON-lines file for events (None: not written).
+        library_path: Pattern library to file matches in (None: none).
+    """
+
+    features: str = "logmel"
+    matcher: MatcherConfig | None = None
+    events_path: Path | None = None
+    library_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.features == "logmel" or self.features.split(":", 1)[0] == "wav2vec2"):
+            raise ValueError(f"features={self.features!r}; expected 'logmel' or 'wav2vec2[:LAYER]'")
+
+    @property
+    def matcher_config(self) -> MatcherConfig:
+        """The matcher settings in effect."""
+        return self.matcher if self.matcher is not None else MatcherConfig.for_features(self.features)
+
+
+class MatcherSession:
+    """Synchronous per-process core: matchers per stream, event log, library filing.
+
+    Args:
+        config: Stage settings.
+        on_event: Called with every event (e.g. for a status line).
+    """
+
+    def __init__(self, config: MatcherStageConfig, on_event: Callable[[Event], None] | None = None) -> None:
+        self.config = config
+        self._on_event = on_event
+        self._logmel = LogMel()
+        self._matchers: dict[str, PatternMatcher] = {}
+        self._logmel_streams: dict[str, LogMelStream] = {}
+        self._energy: dict[str, collections.deque[tuple[int, float]]] = {}
+        self._ids: dict[tuple[str, str], str] = {}
+        self.events = EventLog(config.events_path) if config.events_path is not None else None
+        self.library = PatternLibrary(config.library_path) if config.library_path is not None else None
+        self.matches = 0
+        self.novelties = 0
+        self.last_match: MatchEvent | None = None
+
+    def _matcher(self, stream: str) -> PatternMatcher:
+        if stream not in self._matchers:
+            self._matchers[stream] = PatternMatcher(self.config.matcher_config, stream)
+            self._logmel_streams[stream] = LogMelStream(self._logmel, stream)
+            self._energy[stream] = collections.deque(maxlen=_ENERGY_FRAMES_KEPT)
+        return self._matchers[stream]
+
+    def feed(self, stream: str, samples: npt.NDArray[np.float32]) -> list[Event]:
+        """16 kHz audio of ``stream`` in order; returns the events it completes (log-mel)."""
+        matcher = self._matcher(stream)
+        out = self._logmel_streams[stream].push(samples)
+        if not len(out):
+            return []
+        if self.config.features == "logmel":
+            start = int(out.features.start_samples[0]) // 320
+            return self._handle(matcher, matcher.push(FeatureBlock(out.features.frames, out.energy_db, start)))
+        first = int(out.features.start_samples[0]) // 320
+        self._energy[stream].extend((first + i, float(e)) for i, e in enumerate(out.energy_db))
+        return []
+
+    def consume_frames(self, stream: str, frames: npt.NDArray[np.float32], start_frame: int) -> list[Event]:
+        """Model frames of ``stream`` (ignored for log-mel matching)."""
+        if self.config.features == "logmel" or frames.shape[0] == 0:
+            return []
+        matcher = self._matcher(stream)
+        known = dict(self._energy[stream])
+        energy = np.array([known.get(start_frame + i, np.nan) for i in range(frames.shape[0])], np.float32)
+        block = FeatureBlock(frames, None if np.isnan(energy).any() else energy, start_frame)
+        return self._handle(matcher, matcher.push(block))
+
+    def end(self, stream: str) -> list[Event]:
+        """End of ``stream``: flush its matcher and forget it."""
+        matcher = self._matchers.pop(stream, None)
+        if matcher is None:
+            return []
+        events = self._handle(matcher, matcher.flush())
+        self._logmel_streams.pop(stream, None)
+        self._energy.pop(stream, None)
+        return events
+
+    def _handle(self, matcher: PatternMatcher, events: list[Event]) -> list[Event]:
+        out: list[Event] = []
+        for event in events:
+            if isinstance(event, MatchEvent):
+                event = self._file(matcher, event)
+                self.matches += 1
+                self.last_match = event
+            else:
+                self.novelties += 1
+            out.append(event)
+            if self._on_event is not None:
+                self._on_event(event)
+        if self.events is not None:
+            self.events.write(out)
+        return out
+
+    def _file(self, matcher: PatternMatcher, event: MatchEvent) -> MatchEvent:
+        if self.library is None:
+            return event
+        embedding = matcher.pattern_embedding(event.start_s, event.end_s)
+        if embedding is None:
+            return event
+        known = self._ids.get((event.stream, event.pattern_id))
+        occurrences = [(event.start_s, event.end_s, event.score)]
+        if known is None:
+            occurrences.insert(0, (event.first_start_s, event.first_end_s, 1.0))
+        feature = pattern_feature_name(self.config.features, matcher.frame_dim or 0)
+        pid = self.library.file_match(embedding, feature, event.duration_s, event.stream, occurrences, known)
+        self._ids[(event.stream, event.pattern_id)] = pid
+        return dataclasses.replace(event, pattern_id=pid)
+
+    def close(self) -> list[Event]:
+        """Flush every stream, then close the event log and the library."""
+        events: list[Event] = []
+        for stream in list(self._matchers):
+            events += self.end(stream)
+        if self.events is not None:
+            self.events.close()
+        if self.library is not None:
+            self.library.close()
+        return events
+
+    def status_text(self) -> str:
+        """Short status for a live status line."""
+        text = f"matches {self.matches}"
+        if self.last_match is not None:
+            m = self.last_match
+            text += f" (last {m.pattern_id} at {m.start_s:.1f}-{m.end_s:.1f} s, score {m.score:.2f})"
+        return text
+
+
+class MatcherStage:
+    """The async shell: a ``FeatureConsumer`` for :class:`~ostinato.stream.pipeline.Pipeline`
+    plus :meth:`tap_source`, which lets the stage see each stream's audio.
+
+    Args:
+        config: Stage settings.
+    """
+
+    def __init__(self, config: MatcherStageConfig) -> None:
+        self.session = MatcherSession(config)
+
+    def tap_source(self, source: Any) -> Any:
+        """Wrap a pipeline source so its audio also reaches :meth:`MatcherSession.feed`."""
+        return _TappedSource(source, self.session)
+
+    async def consume(self, features: Any) -> None:
+        """Model features of one window (``StreamFeatures``)."""
+        if features.num_frames:
+            self.session.consume_frames(features.stream_id, features.frames, int(features.start_samples[0]) // 320)
+
+    async def end_stream(self, end: Any) -> None:
+        """Flush the stream's matcher."""
+        self.session.end(end.stream_id)
+
+    async def close(self) -> None:
+        """Flush everything; close files."""
+        self.session.close()
+
+    def status_text(self) -> str:
+        """Matches so far, for ``ostinato run``'s status line."""
+        return self.session.status_text()
+
+
+class _TappedSource:
+    def __init__(self, inner: Any, session: MatcherSession) -> None:
+        self._inner = inner
+        self._session = session
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("_inner", "_session"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._inner, name, value)
+
+    async def chunks(self) -> AsyncIterator[Any]:
+        async for chunk in self._inner.chunks():
+            self._session.feed(chunk.stream_id, chunk.samples)
+            yield chunk
