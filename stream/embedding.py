@@ -1,9 +1,12 @@
 """Fixed-size pattern embeddings for the pattern library (sans-IO).
 
-A pattern of any length becomes one vector: the mean and the standard deviation of its
-active normalised frames (the matcher's frame space), concatenated and L2-normalised.
-:func:`clip_embedding` applies the same steps to a clip on its own, which is how
-``ostinato library query clip.wav`` finds patterns by example.
+A pattern of any length becomes one vector computed from its raw frames alone (no stream
+context, so a clip cut from a recording embeds like the pattern it contains): the frames are
+gated and normalised with the clip's own statistics (the matcher's frame space), the active
+ones are split into ``EMBEDDING_PARTS`` equal stretches, and the stretch means are
+concatenated and L2-normalised — a coarse picture of how the sound evolves. The live stage
+embeds each match this way from the raw frames of the occurrence just heard, and
+``ostinato library query clip.wav`` embeds the clip the same way.
 """
 
 from __future__ import annotations
@@ -25,17 +28,23 @@ def pattern_feature_name(features: str, frame_dim: int) -> str:
     return f"{features}/d{frame_dim}"
 
 
+#: Stretches whose means make up an embedding.
+EMBEDDING_PARTS = 4
+
+
 def embedding_dim(frame_dim: int) -> int:
     """Library vector dimension for normalised frames of ``frame_dim``."""
-    return 2 * frame_dim
+    return EMBEDDING_PARTS * frame_dim
 
 
 def pool_frames(unit_frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Mean ‖ std pooling of ``[T, d]`` unit frames, L2-normalised (``[2 d]``)."""
+    """Means of ``EMBEDDING_PARTS`` equal stretches of ``[T, d]`` unit frames, concatenated
+    and L2-normalised (``[EMBEDDING_PARTS * d]``)."""
     x = np.asarray(unit_frames, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"unit_frames has shape {x.shape}; expected [T >= 1, d]")
-    vec = np.concatenate([x.mean(axis=0), x.std(axis=0)])
+    parts = np.array_split(np.arange(x.shape[0]), EMBEDDING_PARTS)
+    vec = np.concatenate([x[p].mean(axis=0) if p.size else np.zeros(x.shape[1], np.float32) for p in parts])
     norm = float(np.linalg.norm(vec))
     return (vec / norm if norm > 1e-9 else vec).astype(np.float32)
 

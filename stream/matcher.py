@@ -543,22 +543,3 @@ class PatternMatcher:
                 detected_at_s=self._end_seconds(self._ring.end - 1),
             )
         ]
-
-    def pattern_embedding(self, start_s: float, end_s: float) -> npt.NDArray[np.float32] | None:
-        """Library embedding of a span still in the buffer (None when it is not).
-
-        Mean and standard deviation of the span's active unit frames, L2-normalised:
-        the same function :func:`ostinato.stream.embedding.pattern_embedding` applies to a
-        clip, so patterns can be found again by example.
-        """
-        from ostinato.stream.embedding import pool_frames
-
-        if self._ring is None:
-            return None
-        c = self.config
-        a = int(round(start_s * c.sample_rate / c.frame_stride_samples))
-        b = int(round((end_s * c.sample_rate - c.frame_length_samples) / c.frame_stride_samples)) + 1
-        if a < self._ring.start or b > self._ring.end or b <= a:
-            return None
-        x, ok = self._ring.span(a, b)
-        return pool_frames(x[ok]) if ok.any() else None

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ostinato.runtime.logmel import LogMel, LogMelStream
-from ostinato.stream.embedding import pattern_feature_name
+from ostinato.stream.embedding import clip_embedding, pattern_feature_name
 from ostinato.stream.events import Event, EventLog, MatchEvent
 from ostinato.stream.library import PatternLibrary
 from ostinato.stream.matcher import FeatureBlock, MatcherConfig, PatternMatcher
@@ -38,6 +38,7 @@ __all__ = ["MatcherSession", "MatcherStage", "MatcherStageConfig"]
 logger = logging.getLogger(__name__)
 
 _ENERGY_FRAMES_KEPT = 3000  # per stream: a minute of frame energies waiting for model features
+_RAW_MARGIN_S = 10.0  # raw frames kept beyond max_pattern_s, to embed the occurrence just heard
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class MatcherSession:
         self._matchers: dict[str, PatternMatcher] = {}
         self._logmel_streams: dict[str, LogMelStream] = {}
         self._energy: dict[str, collections.deque[tuple[int, float]]] = {}
+        self._raw: dict[str, collections.deque[tuple[int, npt.NDArray[np.float32], npt.NDArray[np.float32] | None]]] = {}
         self._ids: dict[tuple[str, str], str] = {}
         self.events = EventLog(config.events_path) if config.events_path is not None else None
         self.library = PatternLibrary(config.library_path) if config.library_path is not None else None
@@ -93,7 +95,28 @@ class MatcherSession:
             self._matchers[stream] = PatternMatcher(self.config.matcher_config, stream)
             self._logmel_streams[stream] = LogMelStream(self._logmel, stream)
             self._energy[stream] = collections.deque(maxlen=_ENERGY_FRAMES_KEPT)
+            self._raw[stream] = collections.deque()
         return self._matchers[stream]
+
+    def _push(self, stream: str, matcher: PatternMatcher, block: FeatureBlock) -> list[Event]:
+        start = matcher.frames_seen if block.start_frame is None else block.start_frame
+        raw = self._raw[stream]
+        raw.append((start, np.asarray(block.frames, np.float32), block.energy_db))
+        keep = matcher.config.frames(matcher.config.max_pattern_s + _RAW_MARGIN_S)
+        while raw and raw[0][0] + raw[0][1].shape[0] < start + block.frames.shape[0] - keep:
+            raw.popleft()
+        return self._handle(stream, matcher, matcher.push(block))
+
+    def _raw_span(self, stream: str, first: int, stop: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None] | None:
+        pieces = [(s, f, e) for s, f, e in self._raw.get(stream, ()) if s < stop and s + f.shape[0] > first]
+        if not pieces:
+            return None
+        frames = np.concatenate([f[max(0, first - s) : stop - s] for s, f, _ in pieces])
+        energies = [e for _, _, e in pieces]
+        energy = None if any(e is None for e in energies) else np.concatenate(
+            [e[max(0, first - s) : stop - s] for (s, _, _), e in zip(pieces, energies, strict=True)]  # type: ignore[index]
+        )
+        return frames, energy
 
     def feed(self, stream: str, samples: npt.NDArray[np.float32]) -> list[Event]:
         """16 kHz audio of ``stream`` in order; returns the events it completes (log-mel)."""
@@ -103,7 +126,7 @@ class MatcherSession:
             return []
         if self.config.features == "logmel":
             start = int(out.features.start_samples[0]) // 320
-            return self._handle(matcher, matcher.push(FeatureBlock(out.features.frames, out.energy_db, start)))
+            return self._push(stream, matcher, FeatureBlock(out.features.frames, out.energy_db, start))
         first = int(out.features.start_samples[0]) // 320
         self._energy[stream].extend((first + i, float(e)) for i, e in enumerate(out.energy_db))
         return []
@@ -116,23 +139,24 @@ class MatcherSession:
         known = dict(self._energy[stream])
         energy = np.array([known.get(start_frame + i, np.nan) for i in range(frames.shape[0])], np.float32)
         block = FeatureBlock(frames, None if np.isnan(energy).any() else energy, start_frame)
-        return self._handle(matcher, matcher.push(block))
+        return self._push(stream, matcher, block)
 
     def end(self, stream: str) -> list[Event]:
         """End of ``stream``: flush its matcher and forget it."""
         matcher = self._matchers.pop(stream, None)
         if matcher is None:
             return []
-        events = self._handle(matcher, matcher.flush())
+        events = self._handle(stream, matcher, matcher.flush())
         self._logmel_streams.pop(stream, None)
         self._energy.pop(stream, None)
+        self._raw.pop(stream, None)
         return events
 
-    def _handle(self, matcher: PatternMatcher, events: list[Event]) -> list[Event]:
+    def _handle(self, stream: str, matcher: PatternMatcher, events: list[Event]) -> list[Event]:
         out: list[Event] = []
         for event in events:
             if isinstance(event, MatchEvent):
-                event = self._file(matcher, event)
+                event = self._file(stream, matcher, event)
                 self.matches += 1
                 self.last_match = event
             else:
@@ -144,11 +168,19 @@ class MatcherSession:
             self.events.write(out)
         return out
 
-    def _file(self, matcher: PatternMatcher, event: MatchEvent) -> MatchEvent:
+    def _file(self, stream: str, matcher: PatternMatcher, event: MatchEvent) -> MatchEvent:
         if self.library is None:
             return event
-        embedding = matcher.pattern_embedding(event.start_s, event.end_s)
-        if embedding is None:
+        c = matcher.config
+        first = int(round(event.start_s * c.frame_rate_hz))
+        stop = int(round((event.end_s * c.sample_rate - c.frame_length_samples) / c.frame_stride_samples)) + 1
+        span = self._raw_span(stream, first, stop)
+        if span is None:
+            return event
+        try:
+            embedding = clip_embedding(span[0], span[1], c)
+        except ValueError:
+            logger.debug("match %s has no active frame to embed", event)
             return event
         known = self._ids.get((event.stream, event.pattern_id))
         occurrences = [(event.start_s, event.end_s, event.score)]
