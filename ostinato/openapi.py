@@ -128,6 +128,11 @@ def _schemas() -> dict[str, Any]:
             "random_init": {"type": "boolean"},
         },
     }
+    pattern = {"type": "object", "properties": {
+        "id": {"type": "string"}, "name": {"type": ["string", "null"]}, "feature": {"type": "string", "examples": ["logmel/d40"]},
+        "duration_s": {"type": "number"}, "created_at": {"type": "number"}, "updated_at": {"type": "number"},
+        "metadata": {"type": "object"}, "tags": {"type": "array", "items": {"type": "string"}},
+        "occurrence_count": {"type": "integer"}, "first_seen": {"type": ["number", "null"]}, "last_seen": {"type": ["number", "null"]}}}
     return {
         "Problem": {"type": "object", "required": ["error"], "properties": {"error": problem_body}},
         "ModelConfig": _model_config_schema(),
@@ -142,6 +147,16 @@ def _schemas() -> dict[str, Any]:
             "health": {"type": "object"}, "streams": {"type": "integer"}, "max_streams": {"type": "integer"},
             "library": {"type": "boolean"}}},
         "FeaturesRecord": features_record,
+        "Pattern": pattern,
+        "ScoredPattern": {"allOf": [_ref("Pattern"), {"type": "object", "properties": {"similarity": {"type": "number"}}}]},
+        "PatternDetail": {"allOf": [_ref("Pattern"), {"type": "object", "properties": {
+            "occurrences": {"type": "array", "items": {"type": "object", "properties": {
+                "stream": {"type": "string"}, "start_s": {"type": "number"}, "end_s": {"type": "number"},
+                "score": {"type": "number"}, "recorded_at": {"type": "number"}}}},
+            "relationships": {"type": "array", "items": {"type": "object", "properties": {
+                "src": {"type": "string"}, "dst": {"type": "string"},
+                "kind": {"enum": ["variant-of", "contains", "co-occurs-with"]}, "count": {"type": "integer"},
+                "first_seen": {"type": "number"}, "last_seen": {"type": "number"}}}}}}]},
     }
 
 
@@ -198,6 +213,30 @@ def _paths() -> dict[str, Any]:
                 "400": _problem("Bad format/output/upload"), "404": _problem("Model not loaded"),
                 "408": _problem("Upload too slow"), "413": _problem("Upload too large or too long"),
                 "415": _problem("Not decodable audio"), "422": _problem("Empty, too short or NaN/Inf audio")}}},
+        "/v1/patterns": {"get": {"summary": "Pattern library: patterns, most recently updated first", "parameters": [
+            {"name": "tag", "in": "query", "schema": {"type": "string"}},
+            {"name": "stream", "in": "query", "schema": {"type": "string"}},
+            {"name": "since", "in": "query", "schema": {"type": "number"}, "description": "Unix seconds (occurrence time)"},
+            {"name": "until", "in": "query", "schema": {"type": "number"}, "description": "Unix seconds (occurrence time)"},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}],
+            "responses": {"200": _json({"type": "object", "properties": {"total": {"type": "integer"},
+                                                                         "patterns": {"type": "array", "items": _ref("Pattern")}}}, "Patterns"),
+                          "404": _problem("The server has no library (--library)")}}},
+        "/v1/patterns/query": {"post": {"summary": "Query by example: the top-k patterns most similar to an uploaded clip",
+            "parameters": [{"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}},
+                           {"name": "model", "in": "query", "schema": {"type": "string"}, "description": "For wav2vec2 libraries"}],
+            "requestBody": {"required": True, "content": {"audio/wav": {"schema": {"type": "string", "contentEncoding": "binary"}}}},
+            "responses": {"200": _json({"type": "object", "properties": {"feature": {"type": "string"},
+                                        "patterns": {"type": "array", "items": _ref("ScoredPattern")}}}, "Similar patterns"),
+                          "404": _problem("No library"), "413": _problem("Upload too large"), "422": _problem("Clip cannot be embedded")}}},
+        "/v1/patterns/{id}": {"parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": {"summary": "One pattern with occurrences and relationships", "responses": {
+                "200": _json(_ref("PatternDetail"), "The pattern"), "404": _problem("No such pattern or no library")}}},
+        "/v1/patterns/{id}/similar": {"parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": {"summary": "Patterns most similar to this one", "parameters": [
+                {"name": "k", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10}}],
+                "responses": {"200": _json({"type": "object", "properties": {"patterns": {"type": "array", "items": _ref("ScoredPattern")}}},
+                                           "Similar patterns"), "404": _problem("No such pattern or no library")}}},
         "/v1/media": {"get": {"summary": "Server-side audio files the dashboard may stream", "responses": {"200": {"description": "Files"}}}},
         "/v1/stream": {"get": {"summary": "WebSocket: the ostinato wire protocol (msgpack frames), see docs/protocol.md",
                                "responses": {"101": {"description": "Switching protocols"}, "403": _problem("Origin not allowed")}}},

@@ -139,7 +139,7 @@ class Service:
             return
         from ostinato.stream.library import PatternLibrary
 
-        self.library = await asyncio.to_thread(PatternLibrary.open, self.config.library_path)
+        self.library = await asyncio.to_thread(PatternLibrary, self.config.library_path)
 
     async def drain(self) -> None:
         """Stop accepting streams, send ``bye`` to every stream and let them drain."""
@@ -234,7 +234,7 @@ def build_app(config: ServerConfig, *, models: list[ModelConfig] = (), metrics: 
     Returns:
         The application; its :class:`Service` is ``app[SERVICE_KEY]``.
     """
-    from ostinato import server_rest, server_stream
+    from ostinato import server_library, server_rest, server_stream
 
     service = Service(config, metrics)
     # Our own limits apply below this (with error frames); aiohttp's cap is the hard stop.
@@ -244,6 +244,7 @@ def build_app(config: ServerConfig, *, models: list[ModelConfig] = (), metrics: 
     )
     app[SERVICE_KEY] = service
     server_rest.setup(app)
+    server_library.setup(app)
     server_stream.setup(app)
 
     async def startup(_app: web.Application) -> None:

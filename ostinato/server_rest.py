@@ -24,9 +24,9 @@ from ostinato.catalog import ModelState
 from ostinato.errors import ModelConfigError, ServiceError
 from ostinato.models import ModelConfig
 from ostinato.openapi import build_openapi
-from ostinato.server import SERVICE_KEY, STATIC_DIR, Service, problem
+from ostinato.server import SERVICE_KEY, STATIC_DIR, Service
 
-__all__ = ["setup"]
+__all__ = ["decode_upload", "setup"]
 
 logger = logging.getLogger(__name__)
 
@@ -206,25 +206,11 @@ async def features(request: web.Request) -> web.Response:
     (default) or ``npy`` (or ``Accept: application/x-npy``).
     """
     service = _service(request)
-    limits = service.limits
     fmt = request.query.get("format") or ("npy" if "application/x-npy" in request.headers.get("Accept", "") else "msgpack")
     if fmt not in _FEATURE_FORMATS:
         raise ServiceError(f"format={fmt!r}; expected one of {sorted(_FEATURE_FORMATS)}", code="bad_format", status=400)
     entry = service.catalog.loaded(request.query.get("model"))
-    if request.content_length is not None and request.content_length > limits.max_upload_bytes:
-        service.metrics.rejected.labels("upload_size").inc()
-        return _too_large(request.content_length, limits.max_upload_bytes)
-    try:
-        async with asyncio.timeout(limits.upload_timeout_s):
-            data = await _read_upload(request, limits.max_upload_bytes)
-    except TimeoutError:
-        service.metrics.rejected.labels("upload_timeout").inc()
-        return problem(408, "upload_timeout", f"the upload did not arrive within {limits.upload_timeout_s:g} s",
-                       error_class="transient", hint="send the body faster, or a smaller file")
-    if data is None:
-        service.metrics.rejected.labels("upload_size").inc()
-        return _too_large(None, limits.max_upload_bytes)
-    audio = await asyncio.to_thread(_decode_audio, data, limits.max_upload_audio_s)
+    audio = await decode_upload(request)
     model = entry.model
     output = request.query.get("output") or model.default_output
     if output not in model.output_names:
@@ -240,10 +226,35 @@ async def features(request: web.Request) -> web.Response:
                         headers={"X-Ostinato-Frames": str(len(feats)), "X-Ostinato-Random-Weights": str(bool(model.manifest.random_init)).lower()})
 
 
-def _too_large(size: int | None, limit: int) -> web.Response:
+async def decode_upload(request: web.Request) -> npt.NDArray[np.float32]:
+    """Read an uploaded audio file within the service's limits and decode it to 16 kHz mono.
+
+    Raises:
+        ServiceError: 413 (too large or too long), 408 (too slow), 415 (not audio), 422
+            (empty, too short, NaN/Inf), 400 (multipart without ``file``).
+    """
+    service = _service(request)
+    limits = service.limits
+    if request.content_length is not None and request.content_length > limits.max_upload_bytes:
+        service.metrics.rejected.labels("upload_size").inc()
+        raise _too_large(request.content_length, limits.max_upload_bytes)
+    try:
+        async with asyncio.timeout(limits.upload_timeout_s):
+            data = await _read_upload(request, limits.max_upload_bytes)
+    except TimeoutError as e:
+        service.metrics.rejected.labels("upload_timeout").inc()
+        raise ServiceError(f"the upload did not arrive within {limits.upload_timeout_s:g} s", code="upload_timeout",
+                           status=408, hint="send the body faster, or a smaller file") from e
+    if data is None:
+        service.metrics.rejected.labels("upload_size").inc()
+        raise _too_large(None, limits.max_upload_bytes)
+    return await asyncio.to_thread(_decode_audio, data, limits.max_upload_audio_s)
+
+
+def _too_large(size: int | None, limit: int) -> ServiceError:
     got = f"{size} bytes" if size is not None else "more than that"
-    return problem(413, "upload_too_large", f"upload is {got}; the limit is {limit} bytes",
-                   hint="send a shorter clip, or stream long audio over /v1/stream")
+    return ServiceError(f"upload is {got}; the limit is {limit} bytes", code="upload_too_large", status=413,
+                        hint="send a shorter clip, or stream long audio over /v1/stream")
 
 
 async def _read_upload(request: web.Request, limit: int) -> bytes | None:

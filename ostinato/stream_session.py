@@ -36,10 +36,10 @@ import numpy.typing as npt
 from ostinato.outbox import OutQueue
 from ostinato.stream.channel import Channel
 from ostinato.stream.errors import ChannelClosedError, EndOfStream, InvalidAudioError, StreamError, classify_error
-from ostinato.stream.events import MatchEvent, event_to_json
+from ostinato.stream.events import event_to_json
 from ostinato.stream.frames import AudioChunk, StreamEnd, StreamFeatures
 from ostinato.stream.resample import PIPELINE_SAMPLE_RATE, StreamResampler
-from ostinato.stream.windowing import Windower
+from ostinato.stream.windowing import Windower, num_frames
 from ostinato.stream.wire import Bye, ErrorFrame, Event, FeaturesFrame, Hello, Status, decode_pcm
 from ostinato.stream_options import SessionOptions
 
@@ -58,14 +58,15 @@ class StreamSession:
         hello: The opening ``hello``.
         options: Validated options.
         engine: The model engine (``None`` when the stream needs no model).
-        matcher_factory: ``() -> (PatternMatcher, LogMelStream | None)``, or ``None`` for no matcher.
+        matching: The shared :class:`~ostinato.stream.matcher_stage.MatcherSession` for this
+            stream's feature kind (it files matches in the library), or ``None`` for no matching.
         hub: The owning hub (library, metrics, limits).
         model_entry: Catalog entry of the model in use (``None``: a model-free stream).
         media_path: Server-side file to play instead of client audio.
     """
 
     def __init__(
-        self, stream_id: str, hello: Hello, options: SessionOptions, engine: Any, matcher_factory: Any, hub: Any,
+        self, stream_id: str, hello: Hello, options: SessionOptions, engine: Any, matching: Any, hub: Any,
         *, model_entry: Any = None, media_path: Path | None = None,
     ) -> None:
         self.stream_id = stream_id
@@ -83,7 +84,9 @@ class StreamSession:
         self.results: Channel[StreamFeatures | StreamEnd] = Channel(hub.streaming(engine).max_queue + 2, "block", name="server_results")
         self._resampler = StreamResampler(hello.sample_rate, hello.channels)
         self._windower = Windower(engine.windower_config, stream_id) if engine is not None else None
-        self._matcher, self._logmel = matcher_factory() if matcher_factory is not None else (None, None)
+        self._matching = matching
+        self._match_on_model = matching is not None and options.match_features == "model"
+        self._match_future: asyncio.Future[Any] | None = None
         self._in_flight = asyncio.Semaphore(hub.streaming(engine).max_queue)
         self.windows_pending = 0
         self._emitting = False
@@ -204,6 +207,10 @@ class StreamSession:
             self.outbox.put(Bye("error", self.summary()))
         finally:
             self.ended = True
+            try:
+                self._release_matcher()
+            except Exception:  # freeing state must not hide why the stream ended
+                logger.exception("stream %s: releasing the matcher failed", self.stream_id)
             self.finished.set()
 
     async def _run_tasks(self) -> None:
@@ -257,20 +264,16 @@ class StreamSession:
 
     async def _consume(self, x: npt.NDArray[np.float32], received_s: float) -> None:
         self.samples_in += int(x.shape[0])
-        if self._logmel is not None:
-            block = self._logmel.push(x)
-            if len(block):
-                from ostinato.stream.matcher_config import FeatureBlock
-
-                await self._match(FeatureBlock(block.features.frames, block.energy_db))
-                self.samples_done = int(block.features.start_samples[-1]) + 320
-                if self._windower is None:
-                    self.frames_out += len(block)  # a model-free stream reports its log-mel frames
+        if self._matching is not None:
+            # Log-mel frames and matching run on the matcher thread; the event loop only routes.
+            # (Matching on model frames still feeds the audio: it supplies the silence gate.)
+            await self._match_call(self._matching.feed, self.stream_id, x)
         if self._windower is not None:
             for window in self._windower.push(x, time.monotonic(), received_s):
                 await self._submit(window, wait=self.options.overflow == "block")
-        elif self._logmel is None:
+        else:
             self.samples_done = self.samples_in
+            self.frames_out = num_frames(self.samples_in)  # a model-free stream reports its log-mel frames
 
     async def _finish_input(self) -> None:
         if self._windower is not None:
@@ -319,8 +322,9 @@ class StreamSession:
             self._emitting = True
             await self._on_features(item)
             self._emitting = False
-        if self._matcher is not None:
-            self._publish(await asyncio.to_thread(self._matcher.flush))
+        if self._matching is not None:
+            await self._match_call(self._matching.end, self.stream_id)
+            self._matching = None
         ticker.cancel()
         self.outbox.put(self.status())
         self.outbox.put(Bye(self.bye_reason, self.summary()))
@@ -328,8 +332,8 @@ class StreamSession:
 
     async def _on_features(self, f: StreamFeatures) -> None:
         self.frames_out += f.num_frames
-        if self._logmel is None:
-            self.samples_done = max(self.samples_done, int(f.start_samples[-1]) + 320 if f.num_frames else 0)
+        if f.num_frames:
+            self.samples_done = max(self.samples_done, int(f.start_samples[-1]) + 320)
         if "features" in self.options.outputs and f.num_frames:
             k = self.options.features_every
             keep = np.flatnonzero(f.start_samples // 320 % k == 0)
@@ -337,30 +341,42 @@ class StreamSession:
                 self.outbox.put(FeaturesFrame.from_array(
                     self.stream_id, f.output, int(f.start_samples[keep[0]]), f.frames[keep],
                     dtype=self.options.features_dtype, frame_stride_samples=320 * k))  # type: ignore[arg-type]
-        if self._matcher is not None and self._logmel is None and f.num_frames:
-            from ostinato.stream.matcher_config import FeatureBlock
-
-            await self._match(FeatureBlock(f.frames, None, int(f.start_samples[0]) // 320))
+        if self._match_on_model and self._matching is not None and f.num_frames:
+            await self._match_call(self._matching.consume_frames, self.stream_id, f.frames, int(f.start_samples[0]) // 320)
         if f.timing.latency_s > 0:
             self.hub.metrics.event_latency.observe(f.timing.latency_s)
 
-    async def _match(self, block: Any) -> None:
-        assert self._matcher is not None
+    async def _match_call(self, fn: Any, *args: Any) -> None:
+        """Run a matcher call on the matcher thread and publish the events it returns."""
+        future = asyncio.get_running_loop().run_in_executor(self.hub.match_executor, fn, *args)
+        self._match_future = future
         try:
-            events = await asyncio.get_running_loop().run_in_executor(self.hub.match_executor, self._matcher.push, block)
-        except StreamError as e:
-            self.dropped["matcher_input"] += 1
+            events = await future
+        except StreamError as e:  # bad frames, or a library in another feature space
+            self.dropped["matcher_error"] += 1
             self.send_error(e)
             return
         self._publish(events)
 
+    def _release_matcher(self) -> None:
+        """Free this stream's matcher state when the stream ended without a normal flush."""
+        matching, self._matching = self._matching, None
+        if matching is None:
+            return
+        pending = self._match_future
+        if pending is not None and not pending.done():
+            # A call for this stream is still running on the matcher thread: end it after.
+            pending.add_done_callback(lambda _f: matching.end(self.stream_id))
+        else:
+            matching.end(self.stream_id)
+
     def _publish(self, events: list[Any]) -> None:
+        # Matches were already filed in the library by the MatcherSession (pattern ids are
+        # library ids then).
         for ev in events:
             self.events_out += 1
             if "events" in self.options.outputs:
                 self.outbox.put(Event(json.loads(event_to_json(ev))))
-            if isinstance(ev, MatchEvent):
-                self.hub.record_match(self, ev)
 
     async def _tick(self) -> None:
         if "status" not in self.options.outputs:

@@ -128,9 +128,8 @@ class StreamHub:
         self.accepting = True
         # Matchers run off the event loop; one thread per core is plenty (each call is short).
         self.match_executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="ostinato-match")
-        self._logmel: Any = None
+        self._matching: dict[str, Any] = {}
         self._reapers: set[asyncio.Task[None]] = set()
-        self.matches_recorded = 0
 
     def active_count(self) -> int:
         """Streams open now (attached or waiting for a resume)."""
@@ -176,8 +175,8 @@ class StreamHub:
             media = self._media(options.file)
             hello = _file_hello(hello, media)
         engine = self._engine(entry) if entry is not None and options.needs_model else None
-        matcher_factory = self._matcher_factory(options, stream_id) if options.match else None
-        session = StreamSession(stream_id, hello, options, engine, matcher_factory, self, model_entry=entry, media_path=media)
+        matching = self.matching(options.match_features, engine) if options.match else None
+        session = StreamSession(stream_id, hello, options, engine, matching, self, model_entry=entry, media_path=media)
         if entry is not None:
             entry.users += 1
         self.sessions[stream_id] = session
@@ -229,20 +228,27 @@ class StreamHub:
             self.engines[entry.config.name] = engine
         return engine
 
-    def _matcher_factory(self, options: SessionOptions, stream_id: str) -> Any:
-        from ostinato.runtime.logmel import LogMel, LogMelStream
-        from ostinato.stream.matcher import MatcherConfig, PatternMatcher
+    def matching(self, match_features: str, engine: ModelEngine | None) -> Any:
+        """The shared matcher session for a feature kind (``logmel`` or the engine's output).
 
-        if self._logmel is None:
-            self._logmel = LogMel()
-        config = MatcherConfig(buffer_s=self.service.config.match_buffer_s)  # ids read "<stream>/p<n>"
-        shared = self._logmel
+        One :class:`~ostinato.stream.matcher_stage.MatcherSession` per kind holds the
+        per-stream matchers (tuned with ``MatcherConfig.for_features``) and files matches in
+        the service's pattern library.
+        """
+        from ostinato.stream.matcher_stage import MatcherSession, MatcherStageConfig
+        from ostinato.stream.matcher_config import MatcherConfig
 
-        def build() -> tuple[Any, Any]:
-            logmel = LogMelStream(shared, stream_id) if options.match_features == "logmel" else None
-            return PatternMatcher(config, stream_id), logmel
-
-        return build
+        features = "logmel"
+        if match_features == "model" and engine is not None:
+            layer = engine.output.removeprefix("hidden_state_")
+            features = f"wav2vec2:{layer}" if layer.isdigit() else "wav2vec2"
+        session = self._matching.get(features)
+        if session is None:
+            config = MatcherConfig.for_features(features, buffer_s=self.service.config.match_buffer_s)
+            session = MatcherSession(MatcherStageConfig(features=features, matcher=config))
+            session.library = self.service.library  # shared; the service flushes and closes it
+            self._matching[features] = session
+        return session
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -282,18 +288,6 @@ class StreamHub:
                 session.send_error(ServiceError(f"inference failed for good: {engine.failed}", code="inference_failed",
                                                 hint="the model cannot run; check GET /readyz and the server log"), fatal=True)
                 session.fail()
-
-    def record_match(self, session: StreamSession, event: Any) -> None:
-        """Persist a match in the pattern library (when the service has one)."""
-        library = self.service.library
-        if library is None:
-            return
-        try:
-            library.record_match(event, model=session.model_name)
-            self.matches_recorded += 1
-        except Exception as e:  # the stream goes on; the failure is counted and logged
-            self.metrics.stage_errors.labels("library", "transient").inc()
-            logger.warning("could not record match of stream %s: %s", session.stream_id, e)
 
     async def release_model(self, name: str, *, force: bool) -> None:
         """Before unloading ``name``: refuse (busy) or end its streams, then stop its engine.

@@ -30,7 +30,8 @@ async def _start_serve(model_dir: Path, *extra: str) -> tuple[asyncio.subprocess
 async def test_stream_to_cli_then_sigterm_drains_and_exits_0(tiny_w2v_dir: Path, tmp_path: Path) -> None:
     audio, repeats = planted_repeats()
     wav = write_wav(tmp_path / "planted.wav", audio)
-    proc, url = await _start_serve(tiny_w2v_dir)
+    db = tmp_path / "patterns.db"
+    proc, url = await _start_serve(tiny_w2v_dir, "--library", str(db))
     try:
         ws_url = url.replace("http://", "ws://")
         cli = await asyncio.create_subprocess_exec(
@@ -60,6 +61,13 @@ async def test_stream_to_cli_then_sigterm_drains_and_exits_0(tiny_w2v_dir: Path,
     bye = frames[-1]
     assert bye.type == "bye" and bye.reason == "shutdown" and bye.summary["audio_s"] == 1.0  # type: ignore[union-attr]
     assert proc.stdout is not None and "ostinato stopped" in (await proc.stdout.read()).decode()
+    # the library was flushed: every match the CLI saw is in the file, under the id it was sent with
+    from ostinato.stream.library import PatternLibrary
+
+    with PatternLibrary(db, readonly=True) as library:
+        for event in events:
+            if event["event"] == "match":
+                assert library.get(event["pattern_id"]).occurrence_count >= 2
 
 
 async def test_serve_refuses_a_bad_token_file_and_warns_on_exposed_bind(tiny_w2v_dir: Path, tmp_path: Path) -> None:

@@ -216,9 +216,10 @@ async function refreshLibrary() {
     if (!r.ok) { state.libraryAvailable = false; return; }
     const body = await r.json();
     state.libraryAvailable = true;
+    const when = (t) => (t ? new Date(t * 1000).toLocaleTimeString() : "—");
     renderPatterns(body.patterns.map((p) => ({
-      id: p.name ? `${p.id} ${p.name}` : String(p.id), count: p.occurrences ?? "—",
-      first: p.first_seen ?? "—", last: p.last_seen ?? "—", best: p.best_score ?? null,
+      id: p.name ? `${p.id} ${p.name}` : String(p.id), count: p.occurrence_count ?? "—",
+      first: when(p.first_seen), last: when(p.last_seen), best: null,
     })));
   } catch (e) { state.libraryAvailable = false; }
 }
