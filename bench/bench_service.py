@@ -226,7 +226,8 @@ def _round(v: float | None) -> float | None:
 
 async def _main(args: argparse.Namespace) -> int:
     counts = [int(x) for x in args.clients.split(",")]
-    cmd = [sys.executable, "-m", "ostinato", "serve", "--model", str(args.model), "--provider", args.provider,
+    profile = ["-m", "cProfile", "-o", str(args.profile)] if args.profile else []
+    cmd = [sys.executable, *profile, "-m", "ostinato", "serve", "--model", str(args.model), "--provider", args.provider,
            "--host", "127.0.0.1", "--port", "0", "--max-streams", str(max(counts) + 4)]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
                                                 env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
@@ -267,6 +268,7 @@ def main() -> int:
     p.add_argument("--duration-s", type=float, default=20.0, help="audio each client streams per phase (real time)")
     p.add_argument("--block-ms", type=int, default=100)
     p.add_argument("--no-garbage", action="store_true", help="leave out the garbage-sending client")
+    p.add_argument("--profile", type=Path, default=None, help="run the server under cProfile, stats written here")
     p.add_argument("--overflow", default="drop_oldest", choices=("block", "drop_oldest", "drop_newest"),
                    help="stream policy (live clients: drop_oldest, as a microphone would)")
     return asyncio.run(_main(p.parse_args()))
