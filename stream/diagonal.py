@@ -37,6 +37,8 @@ class TrackParams:
         max_length_frames: A track longer than this is ended (and may restart).
         tempo_tolerance: Allowed relative tempo difference (0.05 = ±5 %).
         smooth_frames: Frames averaged for the hit decision.
+        hit_fraction: The hit threshold rises to this fraction of the way from background to
+            the strongest smoothed similarity of the track.
         background_offsets: Lag offsets (frames) of the parallel diagonals.
     """
 
@@ -45,6 +47,7 @@ class TrackParams:
     max_length_frames: int
     tempo_tolerance: float
     smooth_frames: int
+    hit_fraction: float
     background_offsets: tuple[int, ...]
 
 
@@ -125,6 +128,7 @@ class DiagonalTrack:
         self.threshold = threshold
         self.background = background
         self.params = params
+        self.level = threshold  # highest smoothed similarity seen: the hit threshold follows it
         self.last_hit = start
         self.ended = False
         self.periodic = False
@@ -174,7 +178,10 @@ class DiagonalTrack:
             s = float(by_delta[0][i])
             self._record(t, self.lag, s)
             self._recent = [*self._recent[1 - p.smooth_frames :], s]
-            if sum(self._recent) / len(self._recent) >= self.threshold:
+            smooth = sum(self._recent) / len(self._recent)
+            if len(self._recent) == p.smooth_frames:
+                self.level = max(self.level, smooth)
+            if smooth >= self.effective_threshold:
                 self._miss_run = 0
                 self.last_hit = t
             else:
@@ -199,6 +206,12 @@ class DiagonalTrack:
             self.lag += best
             self._neighbour = np.roll(self._neighbour, -best)
 
+    @property
+    def effective_threshold(self) -> float:
+        """Hit threshold: the start threshold, raised to ``hit_fraction`` of the way from the
+        background to the strongest stretch seen (a strong repeat ends where it weakens)."""
+        return max(self.threshold, self.background + self.params.hit_fraction * (self.level - self.background))
+
     def trim(self, max_gap_frames: int) -> None:
         """Reset ``start``/``last_hit`` to the longest stretch where the centred moving
         average of the similarity stays above the threshold, allowing dips of at most
@@ -210,7 +223,7 @@ class DiagonalTrack:
         sims = np.asarray(self._sims, dtype=np.float32)[order]
         w = self.params.smooth_frames | 1
         smooth = np.convolve(np.pad(sims, w // 2, mode="edge"), np.ones(w, np.float32) / w, mode="valid")
-        hits = np.nonzero(smooth >= self.threshold)[0]
+        hits = np.nonzero(smooth >= self.effective_threshold)[0]
         if hits.size == 0:
             self.last_hit = self.start - 1
             return

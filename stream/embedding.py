@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ostinato.stream.frame_norm import ActivityGate, FrameNormalizer
+from ostinato.stream.frame_norm import FrameNormalizer
 from ostinato.stream.matcher_config import MatcherConfig
 
 __all__ = ["clip_embedding", "clip_frame_dim", "embedding_dim", "pattern_feature_name", "pool_frames"]
@@ -63,8 +63,7 @@ def clip_embedding(
     x = np.asarray(frames, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"frames has shape {x.shape}; expected [T >= 1, H]")
-    gate = ActivityGate(c.energy_floor_db, c.noise_margin_db, c.frames(0.5), max(1, round(c.noise_window_s / 0.5)))
-    active = gate.update(energy_db) if energy_db is not None else np.ones(x.shape[0], bool)
+    active = c.activity_gate().update(energy_db) if energy_db is not None else np.ones(x.shape[0], bool)
     if not active.any():
         raise ValueError("the clip has no frame above the silence gate; nothing to embed")
     norm = FrameNormalizer(

@@ -20,8 +20,10 @@ unit vectors whose cosine similarity compares *content*, not level or channel:
 
 :class:`ActivityGate` marks frames *active* when their DC-removed energy is above both an
 absolute floor (digital silence, zero padding, DC offsets) and a tracked noise floor plus a
-margin (steady hum, constant noise beds). Inactive frames are never indexed or queried and
-count as neither hit nor miss while a repeat is being followed.
+margin (constant noise beds), and the energy has moved by at least ``min_range_db`` within
+the last ``range_frames`` frames (steady hum and other stationary tones, even right after
+louder sound, when the noise floor has not caught up yet). Inactive frames are never indexed
+or queried and count as neither hit nor miss while a repeat is being followed.
 """
 
 from __future__ import annotations
@@ -151,11 +153,24 @@ class ActivityGate:
         margin_db: Required rise above the tracked noise floor.
         bucket_frames: Frames per minimum bucket.
         window_buckets: Buckets in the noise-floor window.
+        min_range_db: Minimum energy movement within ``range_frames`` (0: off).
+        range_frames: Window of that test (this frame and the ones before it).
     """
 
-    def __init__(self, floor_db: float, margin_db: float, bucket_frames: int, window_buckets: int) -> None:
+    def __init__(
+        self,
+        floor_db: float,
+        margin_db: float,
+        bucket_frames: int,
+        window_buckets: int,
+        min_range_db: float = 0.0,
+        range_frames: int = 25,
+    ) -> None:
         self.floor_db = floor_db
         self.margin_db = margin_db
+        self.min_range_db = min_range_db
+        self._history = np.zeros(0, dtype=np.float32)
+        self._range_frames = max(1, range_frames)
         self._bucket_frames = max(1, bucket_frames)
         self._buckets: collections.deque[float] = collections.deque(maxlen=max(1, window_buckets))
         self._current_min = np.inf
@@ -179,8 +194,17 @@ class ActivityGate:
             return np.zeros(0, dtype=bool)
         self._current_min = min(self._current_min, float(e.min()))
         self._current_count += int(e.size)
-        threshold = max(self.floor_db, self.noise_floor_db + self.margin_db)
+        # The relative floor needs history: a stream that starts loud (mid-sound) would
+        # otherwise gate its own first second.
+        relative = self.noise_floor_db + self.margin_db if len(self._buckets) >= 2 else -np.inf
+        threshold = max(self.floor_db, relative)
         active = e > threshold
+        if self.min_range_db > 0:
+            joined = np.concatenate([self._history, e])
+            pad = np.full(max(0, self._range_frames - 1 - self._history.size), joined[0], np.float32)
+            windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([pad, joined]), self._range_frames)
+            active &= (windows.max(axis=1) - windows.min(axis=1)) >= self.min_range_db
+            self._history = joined[-(self._range_frames - 1) :] if self._range_frames > 1 else joined[:0]
         if self._current_count >= self._bucket_frames:
             self._buckets.append(self._current_min)
             self._current_min = np.inf

@@ -30,7 +30,7 @@ import numpy.typing as npt
 from ostinato.stream.diagonal import DiagonalTrack, TrackParams, background_similarity, verify_alignment
 from ostinato.stream.errors import ErrorClass, StreamError
 from ostinato.stream.events import Event, MatchEvent, NoveltyEvent
-from ostinato.stream.frame_norm import ActivityGate, FrameNormalizer
+from ostinato.stream.frame_norm import FrameNormalizer
 from ostinato.stream.frame_ring import FrameRing
 from ostinato.stream.matcher_config import FeatureBlock, MatcherConfig, MatcherStats
 from ostinato.stream.segment_index import SegmentIndex
@@ -73,7 +73,7 @@ class PatternMatcher:
         self._ring: FrameRing | None = None
         self._index: SegmentIndex | None = None
         c = self.config
-        self._gate = ActivityGate(c.energy_floor_db, c.noise_margin_db, c.frames(0.5), max(1, round(c.noise_window_s / 0.5)))
+        self._gate = c.activity_gate()
         self._tracks: list[DiagonalTrack] = []
         self._occurrences: list[tuple[int, int, str]] = []  # (start, end, pattern_id) sorted by start
         self._emitted: collections.deque[tuple[int, int]] = collections.deque(maxlen=256)
@@ -96,6 +96,7 @@ class PatternMatcher:
             max_length_frames=c.frames(c.max_pattern_s),
             tempo_tolerance=c.tempo_tolerance,
             smooth_frames=c.frames(c.smooth_s),
+            hit_fraction=c.hit_fraction,
             background_offsets=tuple(o * s for o in (c.frames(0.3), c.frames(0.5), c.frames(0.8)) for s in (-1, 1)),
         )
         if input_dim is not None:
@@ -319,6 +320,7 @@ class PatternMatcher:
         mean, std = self.background()
         threshold = mean + c.hit_z * std
         track = DiagonalTrack(q0, self._ring.end, lag, threshold, bg, self._params)
+        track.level = max(track.level, diag)
         back_ts, back_sims = self._extend_back(q0, lag, threshold)
         track.seed(back_ts, np.full(back_ts.size, lag, np.int64), back_sims)
         track.seed(ts[ok], np.full(int(ok.sum()), lag, np.int64), sims[ok])

@@ -7,6 +7,8 @@ import dataclasses
 import numpy as np
 import numpy.typing as npt
 
+from ostinato.stream.frame_norm import ActivityGate
+
 __all__ = ["FeatureBlock", "MatcherConfig", "MatcherStats"]
 
 
@@ -27,6 +29,9 @@ class MatcherConfig:
         energy_floor_db: Frames quieter than this (DC removed) are inactive.
         noise_margin_db: Frames must also exceed the tracked noise floor by this much.
         noise_window_s: Window of the noise-floor tracker.
+        min_energy_range_db: Frames are inactive unless the energy moved by this much within
+            ``energy_range_s`` (stationary hum/tones; 0: off).
+        energy_range_s: Look-back of that test.
         min_active_fraction: Segments with fewer active frames are neither indexed nor queried.
         segment_s: Length of a search segment.
         segment_hop_s: Spacing of search segments (also the search rate).
@@ -37,6 +42,9 @@ class MatcherConfig:
             alignment to follow it.
         hit_z: A frame matches while its smoothed diagonal similarity is this many
             background standard deviations above the background mean.
+        hit_fraction: ... and at least this fraction of the way from the local background
+            to the similarity of the segment that started the repeat (so a strong repeat
+            ends where it stops being strong).
         smooth_s: Averaging length of the per-frame hit decision.
         detection_z: Evidence at which the score is 0.5.
         score_scale_z: Evidence difference that moves the score from 0.5 to 0.73.
@@ -74,6 +82,8 @@ class MatcherConfig:
     energy_floor_db: float = -60.0
     noise_margin_db: float = 3.0
     noise_window_s: float = 10.0
+    min_energy_range_db: float = 1.0
+    energy_range_s: float = 0.5
     min_active_fraction: float = 0.5
     segment_s: float = 1.0
     segment_hop_s: float = 0.2
@@ -82,6 +92,7 @@ class MatcherConfig:
     candidate_threshold: float = 0.2
     start_z: float = 3.0
     hit_z: float = 1.0
+    hit_fraction: float = 0.5
     smooth_s: float = 0.16
     detection_z: float = 5.0
     score_scale_z: float = 1.5
@@ -135,7 +146,7 @@ class MatcherConfig:
             raise ValueError(f"tempo_tolerance={self.tempo_tolerance}; expected 0 .. 0.2")
         if self.cepstral_coefficients < 0 or self.score_scale_z <= 0 or self.smooth_s <= 0:
             raise ValueError("cepstral_coefficients must be >= 0, score_scale_z and smooth_s > 0")
-        for name in ("match_threshold", "candidate_threshold", "min_active_fraction"):
+        for name in ("match_threshold", "candidate_threshold", "min_active_fraction", "hit_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r}; expected a value in [0, 1]")
@@ -167,6 +178,13 @@ class MatcherConfig:
     def frame_rate_hz(self) -> float:
         """Frames per second."""
         return self.sample_rate / self.frame_stride_samples
+
+    def activity_gate(self) -> ActivityGate:
+        """A fresh gate with these settings."""
+        return ActivityGate(
+            self.energy_floor_db, self.noise_margin_db, self.frames(0.5), max(1, round(self.noise_window_s / 0.5)),
+            self.min_energy_range_db, self.frames(self.energy_range_s),
+        )
 
     def frames(self, seconds: float) -> int:
         """Whole number of frames in ``seconds`` (at least 1)."""

@@ -1,0 +1,276 @@
+"""PatternMatcher on synthetic streams: exact times, tempo, silence gate, memory bound, edges."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import soundfile as sf
+
+from ostinato.runtime.logmel import LogMel, LogMelStream
+from ostinato.stream.events import MatchEvent, NoveltyEvent
+from ostinato.stream.matcher import FeatureBlock, MatcherConfig, MatcherInputError, PatternMatcher
+
+SR = 16000
+CONFIG = MatcherConfig.for_features("logmel")
+
+
+def _filler(duration_s: float, seed: int) -> npt.NDArray[np.float32]:
+    """Never-repeating filler: 60–250 ms bursts of noise with random spectral shapes and
+    random harmonic notes, with short pauses."""
+    rng = np.random.default_rng(seed)
+    out: list[npt.NDArray[np.float32]] = []
+    total = 0
+    while total < duration_s * SR:
+        n = int(rng.uniform(0.06, 0.25) * SR)
+        if rng.random() < 0.5:
+            spec = np.fft.rfft(rng.standard_normal(n))
+            lo, width = rng.uniform(0, 0.8), rng.uniform(0.02, 0.3)
+            f = np.linspace(0, 1, spec.size)
+            spec *= np.exp(-(((f - lo) / width) ** 2))
+            burst = np.fft.irfft(spec, n)
+        else:
+            t = np.arange(n) / SR
+            f0 = rng.uniform(100, 900)
+            burst = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6)) / k for k in range(1, 6))
+        burst = burst / (np.abs(burst).max() + 1e-9) * rng.uniform(0.1, 0.4) * np.hanning(n)
+        out.append(burst.astype(np.float32))
+        total += n
+        if rng.random() < 0.3:
+            out.append(np.zeros(int(rng.uniform(0.02, 0.1) * SR), np.float32))
+            total += out[-1].size
+    return np.concatenate(out)[: int(duration_s * SR)]
+
+
+def _jingle(seed: int, duration_s: float = 2.0) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng(seed)
+    parts = []
+    while sum(len(p) for p in parts) < duration_s * SR:
+        n = int(rng.choice([0.12, 0.2, 0.3]) * SR)
+        t = np.arange(n) / SR
+        f0 = 220 * 2 ** (rng.integers(0, 14) / 12)
+        tone = sum(np.sin(2 * np.pi * k * f0 * t) / k**1.3 for k in range(1, 7))
+        parts.append((0.3 * tone * np.exp(-t * 4) * np.minimum(1, t / 0.01)).astype(np.float32))
+    return np.concatenate(parts)[: int(duration_s * SR)]
+
+
+def _run(audio: npt.NDArray[np.float32], config: MatcherConfig = CONFIG, block_frames: int = 10) -> list:  # type: ignore[type-arg]
+    lm = LogMel().compute(audio)
+    m = PatternMatcher(config, stream="t")
+    events = []
+    x, e = lm.features.frames, lm.energy_db
+    for i in range(0, len(x), block_frames):
+        events += m.push(FeatureBlock(x[i : i + block_frames], e[i : i + block_frames]))
+    return events + m.flush()
+
+
+def _place(base: npt.NDArray[np.float32], clip: npt.NDArray[np.float32], at_s: float) -> None:
+    i = int(at_s * SR)
+    base[i : i + clip.size] = clip
+
+
+def _matches(events: list) -> list[MatchEvent]:  # type: ignore[type-arg]
+    return [e for e in events if isinstance(e, MatchEvent)]
+
+
+def test_exact_repeat_is_found_with_exact_times() -> None:
+    audio = _filler(20.0, 1)
+    pattern = _jingle(7, 2.0)
+    _place(audio, pattern, 3.0)
+    _place(audio, pattern, 12.0)
+    events = _matches(_run(audio))
+    assert len(events) == 1, events
+    e = events[0]
+    assert abs(e.start_s - 12.0) <= 0.1 and abs(e.end_s - 14.0) <= 0.1, e
+    assert abs(e.first_start_s - 3.0) <= 0.1 and abs(e.first_end_s - 5.0) <= 0.1, e
+    assert 0.9 <= e.score <= 1.0
+    assert 0.0 <= e.detected_at_s - e.end_s <= 0.8  # detected within 0.8 s of the repeat's end
+
+
+def test_non_repeating_audio_is_not_flagged() -> None:
+    assert _matches(_run(_filler(60.0, 2))) == []
+
+
+def test_three_occurrences_keep_one_pattern_id() -> None:
+    audio = _filler(32.0, 3)
+    pattern = _jingle(8, 2.0)
+    for at in (2.0, 12.0, 24.0):
+        _place(audio, pattern, at)
+    events = _matches(_run(audio))
+    assert [round(e.start_s) for e in events] == [12, 24]
+    assert len({e.pattern_id for e in events}) == 1
+    assert all(abs(e.first_start_s - 2.0) <= 0.1 for e in events)
+
+
+def _tempo(audio: npt.NDArray[np.float32], factor: float) -> npt.NDArray[np.float32]:
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "a.wav", Path(tmp) / "b.wav"
+        sf.write(src, audio, SR, subtype="FLOAT")
+        subprocess.run(["sox", "-V1", str(src), str(dst), "tempo", "-m", f"{factor}"], check=True)
+        out, _ = sf.read(dst, dtype="float32")
+    return np.asarray(out, np.float32)
+
+
+@pytest.mark.parametrize("factor", [0.95, 1.05])
+def test_tempo_shifted_repeat_is_found(factor: float) -> None:
+    audio = _filler(20.0, 4)
+    pattern = _jingle(9, 2.5)
+    _place(audio, pattern, 2.0)
+    shifted = _tempo(pattern, factor) * 0.5  # and -6 dB
+    _place(audio, shifted, 11.0)
+    events = _matches(_run(audio))
+    assert len(events) == 1, events
+    e = events[0]
+    end = 11.0 + shifted.size / SR
+    overlap = min(e.end_s, end) - max(e.start_s, 11.0)
+    assert overlap >= 0.8 * (end - 11.0), e
+
+
+def test_silence_dc_hum_and_zero_padding_never_match() -> None:
+    t = np.arange(4 * SR) / SR
+    pieces = {
+        "zeros": np.zeros(4 * SR, np.float32),
+        "dc": np.full(4 * SR, 0.3, np.float32),
+        "hum50": (0.3 * np.sin(2 * np.pi * 50 * t)).astype(np.float32),
+        "hum60": (0.3 * np.sin(2 * np.pi * 60 * t)).astype(np.float32),
+        "tone": (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32),
+        "quiet": (1e-5 * np.random.default_rng(0).standard_normal(4 * SR)).astype(np.float32),
+    }
+    order = ["zeros", "hum50", "dc", "hum60", "zeros", "tone", "hum50", "dc", "quiet", "hum60", "tone", "zeros"]
+    stationary = np.concatenate([pieces[k] for k in order])
+    novelty = MatcherConfig.for_features("logmel", novelty_threshold=0.9, novelty_min_history_s=5.0)
+    assert _run(stationary, novelty) == []
+    # the same between real sounds, and a real repeat around them is still found
+    audio = np.concatenate([_filler(5.0, 5), stationary, _filler(5.0, 6)])
+    assert _matches(_run(audio)) == []
+
+
+def test_repeat_embedded_in_hum_and_silence_keeps_its_bounds() -> None:
+    t = np.arange(3 * SR) / SR
+    hum = (0.05 * np.sin(2 * np.pi * 50 * t)).astype(np.float32)
+    pattern = _jingle(10, 2.0)
+    audio = np.concatenate([_filler(3, 11), hum, pattern, np.zeros(SR, np.float32), _filler(4, 12), hum, pattern, np.zeros(2 * SR, np.float32)])
+    events = _matches(_run(audio))
+    assert len(events) == 1, events
+    second = 3 + 3 + 2 + 1 + 4 + 3
+    assert abs(events[0].start_s - second) <= 0.15 and abs(events[0].end_s - (second + 2)) <= 0.15, events
+
+
+def test_periodic_loop_is_not_reported() -> None:
+    bar = _jingle(12, 1.0)
+    audio = np.concatenate([_filler(4.0, 13), np.tile(bar, 12), _filler(4.0, 14)])
+    assert _matches(_run(audio)) == []
+
+
+def test_memory_bound_holds_and_old_audio_is_forgotten() -> None:
+    config = MatcherConfig.for_features("logmel", buffer_s=20.0)
+    audio = _filler(120.0, 15)
+    pattern = _jingle(16, 2.0)
+    _place(audio, pattern, 5.0)
+    _place(audio, pattern, 100.0)  # 95 s later: beyond the 20 s buffer
+    lm = LogMel().compute(audio)
+    m = PatternMatcher(config, stream="t")
+    sizes = set()
+    events = []
+    for i in range(0, len(lm), 50):
+        events += m.push(FeatureBlock(lm.features.frames[i : i + 50], lm.energy_db[i : i + 50]))
+        sizes.add(m.nbytes)
+    events += m.flush()
+    assert len(sizes) == 1 and m.nbytes < 2_000_000
+    assert _matches(events) == []
+    ring_frames = 20 * 50
+    assert m._ring is not None and m._ring.end - m._ring.start == ring_frames
+
+
+def test_one_hour_buffer_is_bounded() -> None:
+    m = PatternMatcher(MatcherConfig.for_features("logmel", buffer_s=3600.0), stream="t", input_dim=64)
+    assert m.nbytes < 64_000_000  # 180k frames of 39 dims in float16 + the segment index
+
+
+def test_stream_ending_mid_pattern_and_starting_mid_pattern() -> None:
+    pattern = _jingle(17, 4.0)
+    audio = np.concatenate([pattern[SR:], _filler(8.0, 18), pattern[: int(3.4 * SR)]])  # starts and ends inside
+    events = _matches(_run(audio))
+    assert len(events) == 1, events
+    e = events[0]
+    end_s = audio.size / SR
+    assert end_s - 0.3 <= e.end_s <= end_s + 1e-6
+    assert abs(e.start_s - (3.0 + 8.0 + 1.0)) <= 0.15, e  # the repeat of what the stream began with
+    assert e.first_start_s <= 0.1
+    assert e.detected_at_s == pytest.approx(e.end_s, abs=0.05)  # reported by flush()
+
+
+def test_block_size_changes_events_by_less_than_a_segment_hop() -> None:
+    # Normalisation statistics are updated per pushed block, so block sizes may move
+    # boundaries by a few frames; the detections themselves must not change.
+    audio = _filler(20.0, 19)
+    pattern = _jingle(20, 2.0)
+    _place(audio, pattern, 2.0)
+    _place(audio, pattern, 13.0)
+    runs = [_matches(_run(audio, block_frames=b)) for b in (1, 7, 50)]
+    assert [len(r) for r in runs] == [1, 1, 1]
+    for r in runs[1:]:
+        assert abs(r[0].start_s - runs[0][0].start_s) <= 0.1 and abs(r[0].end_s - runs[0][0].end_s) <= 0.1
+        assert abs(r[0].detected_at_s - runs[0][0].detected_at_s) <= 0.3
+
+
+def test_novelty_events_for_unheard_sounds() -> None:
+    config = MatcherConfig.for_features("logmel", novelty_threshold=0.6, novelty_min_history_s=5.0)
+    familiar = [_jingle(s, 1.6) for s in (30, 31, 32)]
+    rng = np.random.default_rng(0)
+    parts = []
+    for i in range(16):
+        parts += [familiar[int(rng.integers(3))], np.zeros(int(0.3 * SR), np.float32)]
+    history = np.concatenate(parts)
+    new = _jingle(33, 2.0)
+    audio = np.concatenate([history, new, familiar[0], familiar[1]])
+    events = _run(audio, config)
+    novel = [e for e in events if isinstance(e, NoveltyEvent)]
+    start = history.size / SR
+    assert any(e.start_s <= start + 1.0 and e.end_s >= start + 1.0 for e in novel), novel
+    late = [e for e in novel if e.start_s > 15.0 and e.end_s < start - 0.5]
+    assert len(late) <= 2, late  # familiar material is mostly not novel
+    assert any(isinstance(e, MatchEvent) for e in events)
+
+
+def test_streaming_logmel_feeds_the_matcher_like_offline() -> None:
+    audio = _filler(16.0, 23)
+    pattern = _jingle(24, 2.0)
+    _place(audio, pattern, 1.0)
+    _place(audio, pattern, 10.0)
+    stream = LogMelStream()
+    m = PatternMatcher(CONFIG, "t")
+    events = []
+    rng = np.random.default_rng(0)
+    i = 0
+    while i < audio.size:
+        n = int(rng.integers(1, 4000))
+        out = stream.push(audio[i : i + n])
+        i += n
+        if len(out):
+            events += m.push(FeatureBlock(out.features.frames, out.energy_db, int(out.features.start_samples[0]) // 320))
+    streamed = _matches(events + m.flush())
+    offline = _matches(_run(audio))
+    assert len(streamed) == len(offline) == 1
+    assert abs(streamed[0].start_s - offline[0].start_s) <= 0.1 and abs(streamed[0].end_s - offline[0].end_s) <= 0.1
+
+
+def test_gaps_are_filled_and_bad_blocks_refused() -> None:
+    m = PatternMatcher(CONFIG, "t")
+    m.push(FeatureBlock(np.zeros((10, 64), np.float32), np.full(10, -100.0, np.float32)))
+    m.push(FeatureBlock(np.zeros((5, 64), np.float32), None, start_frame=30))  # 20 dropped frames
+    assert m.frames_seen == 35 and m.stats.gap_frames == 20
+    with pytest.raises(MatcherInputError, match="already pushed"):
+        m.push(FeatureBlock(np.zeros((5, 64), np.float32), None, start_frame=10))
+    with pytest.raises(MatcherInputError, match="dim"):
+        m.push(FeatureBlock(np.zeros((5, 32), np.float32)))
+    with pytest.raises(MatcherInputError, match="NaN"):
+        m.push(FeatureBlock(np.full((5, 64), np.nan, np.float32)))
+    with pytest.raises(ValueError, match="energy_db"):
+        m.push(FeatureBlock(np.zeros((5, 64), np.float32), np.zeros(4, np.float32)))
+    with pytest.raises(ValueError, match="buffer_s"):
+        MatcherConfig(buffer_s=1.0)
