@@ -71,7 +71,7 @@ def bench_audio(cfg: Any, tmp: Path, threads: int, repeats: int) -> list[dict[st
     import torch
 
     from ostinato.export.gama_model import GamaAudioModel
-    from ostinato.export.gama_onnx import export_audio_branch, quantize_audio_int8
+    from ostinato.export.gama_onnx import export_audio_branch, optimize_audio_graph, quantize_audio_int8
 
     torch.manual_seed(0)
     audio = GamaAudioModel(cfg.audio, cfg.hidden_size).eval()  # audio side only: no 7B decoder
@@ -81,13 +81,16 @@ def bench_audio(cfg: Any, tmp: Path, threads: int, repeats: int) -> list[dict[st
     x = torch.randn(1, cfg.audio.target_frames, cfg.audio.num_mel_bins)
     export_audio_branch(audio, tmp / "audio.onnx", 17)
     quantize_audio_int8(tmp / "audio.onnx", tmp / "audio_int8.onnx")
+    optimize_audio_graph(tmp / "audio.onnx", tmp / "audio_fused.onnx")
     out = []
     with torch.inference_mode():
         want = audio(x).numpy()
         t = _timed(lambda: audio(x), repeats)
     n_params = sum(p.numel() for p in audio.parameters())
     out.append(_emit({"unit": "audio", "engine": "pytorch-eager-fp32", **t, "params": n_params}))
-    for name, path in (("ort-fp32", tmp / "audio.onnx"), ("ort-int8", tmp / "audio_int8.onnx")):
+    engines = (("ort-fp32", tmp / "audio.onnx"), ("ort-fp32-fused (exported)", tmp / "audio_fused.onnx"),
+               ("ort-int8 (exported)", tmp / "audio_int8.onnx"))
+    for name, path in engines:
         before = _rss_bytes()
         sess = _ort(path, threads)
         grew = _rss_bytes() - before

