@@ -94,6 +94,9 @@ class WindowTiming:
         post_s: Trimming and packaging after the model run (whole batch).
         batch_size: Number of windows in the batch.
         latency_s: From ``Window.ready_s`` until the features were emitted.
+        since_received_s: From the arrival of the newest audio in the window (the source's
+            ``received_s``) until emission: the processing part of end-to-end latency
+            (0.0 when the source gave no arrival time).
     """
 
     queue_wait_s: float
@@ -101,6 +104,7 @@ class WindowTiming:
     post_s: float
     batch_size: int
     latency_s: float
+    since_received_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)

@@ -221,7 +221,7 @@ class InferenceStage:
         if metrics is not None:
             metrics.model_memory.labels(Path(directory).name).set(max(0.0, process_rss_bytes() - rss_before))
             metrics.provider_fallback.set(1 if session.fell_back else 0)
-        if session.fell_back and health is not None:
+        if session.fell_back and provider != "auto" and health is not None:  # "auto" falling back is by design
             health.set_fallback(STAGE, f"{provider} requested, running on {session.providers[0]}")
         return cls(models, config, metrics=metrics, health=health, on_drop=on_drop, own_models=True)
 
@@ -420,7 +420,8 @@ class InferenceStage:
         for w, frames in zip(r.windows, r.frames, strict=True):
             queue_wait_s = max(0.0, r.started_s - w.ready_s) if w.ready_s > 0 else 0.0
             latency_s = max(0.0, now - w.ready_s) if w.ready_s > 0 else 0.0
-            timing = WindowTiming(queue_wait_s, r.inference_s, r.post_s, len(r.windows), latency_s)
+            since_received_s = max(0.0, now - w.received_s) if w.received_s > 0 else 0.0
+            timing = WindowTiming(queue_wait_s, r.inference_s, r.post_s, len(r.windows), latency_s, since_received_s)
             for name, value in (("queue_wait", queue_wait_s), ("inference", r.inference_s), ("post", r.post_s), ("latency", latency_s)):
                 st.timing[name].add(value)
             starts = (np.arange(w.core_frames, dtype=np.int64) + w.core_start_frame) * self.stride

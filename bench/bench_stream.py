@@ -1,0 +1,217 @@
+"""Streaming pipeline benchmark: overhead vs raw session runs, real-time latency, stream capacity.
+
+1. overhead: the same windows through (a) a plain loop of ``model.run_batch`` over batches and
+   (b) the full pipeline (sources → channels → windower → InferenceStage → consumer), one
+   worker, same batch size; runs alternate and the median ratio is reported (goal <= 5 %).
+2. latency: N real-time streams (1/4/8) for ``--rt-seconds``; processing latency (newest
+   audio in a window received → its features emitted) p50/p99, plus the algorithmic
+   latency the window geometry adds.
+3. capacity: N real-time streams for increasing N; the largest N with no drop and a p99
+   processing latency under one hop (goal >= 12 at hop 0.5 s with random:base int8).
+
+Prints JSON lines and a markdown table; ``--results bench/RESULTS.md`` rewrites this
+benchmark's section there. The machine may be shared: compare ratios from one run.
+
+    python bench/bench_stream.py --model ~/.cache/ostinato/models/random-base-int8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ostinato.runtime import Wav2Vec2Model
+from ostinato.runtime.audio import load_audio
+from ostinato.stream.frames import StreamFeatures
+from ostinato.stream.infer import InferenceConfig, InferenceStage
+from ostinato.stream.pipeline import Pipeline, PipelineConfig
+from ostinato.stream.sinks import CallbackSink
+from ostinato.stream.sources import ArraySource
+from ostinato.stream.windowing import Windower, WindowerConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "ostinato" / "data" / "demo.wav"
+_START, _END = "<!-- bench_stream:start -->", "<!-- bench_stream:end -->"
+
+
+def _emit(record: dict[str, Any]) -> dict[str, Any]:
+    print(json.dumps(record), flush=True)
+    return record
+
+
+def _audio(seconds: float, seed: int) -> np.ndarray:
+    speech, _ = load_audio(DEMO, 16000)
+    reps = int(np.ceil(seconds * 16000 / len(speech))) + 1
+    offset = (seed * 7919) % len(speech)  # streams start at different points of the speech
+    return np.tile(speech, reps)[offset : offset + int(seconds * 16000)].astype(np.float32)
+
+
+def _raw_seconds(models: list[Wav2Vec2Model], audios: list[np.ndarray], config: WindowerConfig, batch: int) -> float:
+    """Cut the windows (untimed), then time plain ``run_batch`` calls over equal-length batches."""
+    windows = []
+    for i, audio in enumerate(audios):
+        w = Windower(config, str(i))
+        windows += w.push(audio) + w.flush()
+    by_len: dict[int, list[np.ndarray]] = {}
+    for win in windows:
+        by_len.setdefault(win.num_samples, []).append(win.samples)
+    batches = [np.stack(rows[i : i + batch]) for rows in by_len.values() for i in range(0, len(rows), batch)]
+    started = time.perf_counter()
+    for x in batches:
+        models[0].run_batch(x)
+    return time.perf_counter() - started
+
+
+async def _pipeline(models: list[Wav2Vec2Model], audios: list[np.ndarray], config: WindowerConfig, batch: int,
+                    realtime: bool, max_lag_s: float = float("inf"), workers: int = 1) -> tuple[float, Any, list[StreamFeatures]]:
+    got: list[StreamFeatures] = []
+    stage = InferenceStage(models[:workers], InferenceConfig(batch_size=batch, max_wait_ms=5.0, max_lag_s=max_lag_s))
+    sources = [ArraySource(a, stream_id=f"s{i}", block_samples=1600, realtime=realtime) for i, a in enumerate(audios)]
+    pipeline = Pipeline(sources, stage, [CallbackSink(got.append)], PipelineConfig(windower=config))
+    started = time.perf_counter()
+    summary = await pipeline.run()
+    return time.perf_counter() - started, summary, got
+
+
+def bench_overhead(models: list[Wav2Vec2Model], config: WindowerConfig, args: argparse.Namespace) -> dict[str, Any]:
+    audios = [_audio(args.overhead_seconds, i) for i in range(args.overhead_streams)]
+    raw, piped, batch_means = [], [], []
+    for _ in range(args.repeats):
+        raw.append(_raw_seconds(models, audios, config, args.batch_size))
+        seconds, summary, _ = asyncio.run(_pipeline(models, audios, config, args.batch_size, realtime=False))
+        piped.append(seconds)
+        batch_means.append(summary.mean_batch_size)
+    ratios = [p / r for p, r in zip(piped, raw, strict=True)]
+    return _emit({
+        "bench": "stream_overhead", "streams": len(audios), "audio_s": round(args.overhead_seconds * len(audios), 1),
+        "batch_size": args.batch_size, "pipeline_mean_batch": round(statistics.mean(batch_means), 2),
+        "raw_s": [round(x, 3) for x in raw], "pipeline_s": [round(x, 3) for x in piped],
+        "overhead_pct_median": round((statistics.median(ratios) - 1) * 100, 2),
+        "overhead_pct_min": round((min(ratios) - 1) * 100, 2),
+    })
+
+
+def _latency_record(bench: str, n: int, config: WindowerConfig, summary: Any, got: list[StreamFeatures]) -> dict[str, Any]:
+    since = np.array([f.timing.since_received_s for f in got]) if got else np.zeros(1)
+    tail_s = (config.receptive_field_samples - config.frame_stride_samples) / config.sample_rate
+    return {
+        "bench": bench, "streams": n, "audio_s": round(summary.audio_s, 1), "frames": summary.frames,
+        "dropped": sum(summary.dropped.values()), "drops": summary.dropped,
+        "latency_p50_ms": round(float(np.percentile(since, 50)) * 1000, 1),
+        "latency_p99_ms": round(float(np.percentile(since, 99)) * 1000, 1),
+        "algorithmic_latency_ms": [round((config.right_context_samples / config.sample_rate + tail_s) * 1000, 1),
+                                   round((config.hop_samples + config.right_context_samples) / config.sample_rate * 1000 + tail_s * 1000, 1)],
+        "inference_rtf": round(summary.inference_rtf, 4), "mean_batch": round(summary.mean_batch_size, 2),
+    }
+
+
+def bench_latency(models: list[Wav2Vec2Model], config: WindowerConfig, args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    for n in args.latency_streams:
+        audios = [_audio(args.rt_seconds, i) for i in range(n)]
+        _, summary, got = asyncio.run(_pipeline(models, audios, config, args.batch_size, True, args.max_lag_s, args.workers))
+        rows.append(_emit(_latency_record("stream_latency", n, config, summary, got)))
+    return rows
+
+
+def bench_capacity(models: list[Wav2Vec2Model], config: WindowerConfig, args: argparse.Namespace) -> dict[str, Any]:
+    best, rows = 0, []
+    hop_ms = config.hop_samples / config.sample_rate * 1000
+    for n in args.capacity_streams:
+        audios = [_audio(args.rt_seconds, i) for i in range(n)]
+        _, summary, got = asyncio.run(_pipeline(models, audios, config, args.capacity_batch, True, args.max_lag_s, args.workers))
+        row = _latency_record("stream_capacity_step", n, config, summary, got)
+        row["sustained"] = row["dropped"] == 0 and row["latency_p99_ms"] <= hop_ms
+        rows.append(_emit(row))
+        if not row["sustained"]:
+            break
+        best = n
+    return _emit({"bench": "stream_capacity", "max_realtime_streams": best, "hop_s": hop_ms / 1000,
+                  "workers": args.workers, "batch_size": args.capacity_batch, "steps": [r["streams"] for r in rows]})
+
+
+def _table(overhead: dict[str, Any] | None, latency: list[dict[str, Any]], capacity: dict[str, Any] | None, args: argparse.Namespace, config: WindowerConfig) -> str:
+    lines = [
+        f"Model `{args.model}` (random weights), window hop {config.hop_samples / 16000:g} s + left "
+        f"{config.left_context_samples / 16000:g} s + right {config.right_context_samples / 16000:g} s; "
+        f"{os.cpu_count()} cores, shared with other work while measured; one run of "
+        f"`python bench/bench_stream.py {' '.join(sys.argv[1:])}`.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+    ]
+    if overhead:
+        lines.append(f"| pipeline overhead vs raw `run_batch` on the same windows (median of {args.repeats}) | "
+                     f"{overhead['overhead_pct_median']:+.1f} % (min {overhead['overhead_pct_min']:+.1f} %, goal <= 5 %) |")
+    for r in latency:
+        lines.append(f"| {r['streams']} real-time stream(s): processing latency p50 / p99 | {r['latency_p50_ms']:.0f} / "
+                     f"{r['latency_p99_ms']:.0f} ms (+ {r['algorithmic_latency_ms'][0]:.0f}..{r['algorithmic_latency_ms'][1]:.0f} ms "
+                     f"window geometry), drops {r['dropped']} |")
+    if capacity:
+        lines.append(f"| max real-time streams without drops (p99 < hop, {args.workers} workers) | {capacity['max_realtime_streams']} "
+                     f"(tried {capacity['steps']}; goal >= 12) |")
+    return "\n".join(lines)
+
+
+def _write_results(path: Path, table: str) -> None:
+    section = f"{_START}\n## Streaming pipeline (bench/bench_stream.py)\n\n{table}\n{_END}"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    if _START in text and _END in text:
+        text = text[: text.index(_START)] + section + text[text.index(_END) + len(_END) :]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, required=True, help="exported Wav2Vec2 dir (e.g. random:base int8)")
+    p.add_argument("--hop-s", type=float, default=None)
+    p.add_argument("--left-context-s", type=float, default=None)
+    p.add_argument("--right-context-s", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--workers", type=int, default=2, help="sessions for the real-time parts (1 thread each)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--overhead-streams", type=int, default=4)
+    p.add_argument("--overhead-seconds", type=float, default=20.0)
+    p.add_argument("--rt-seconds", type=float, default=20.0)
+    p.add_argument("--latency-streams", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8])
+    p.add_argument("--capacity-streams", type=lambda s: [int(x) for x in s.split(",")], default=[8, 10, 12, 14, 16, 20])
+    p.add_argument("--capacity-batch", type=int, default=8)
+    p.add_argument("--max-lag-s", type=float, default=2.0)
+    p.add_argument("--skip", default="", help="comma list of parts to skip: overhead,latency,capacity")
+    p.add_argument("--results", type=Path, default=None, help="update this markdown file's bench_stream section")
+    args = p.parse_args(argv)
+    defaults = WindowerConfig()
+    config = WindowerConfig.from_seconds(
+        args.hop_s if args.hop_s is not None else defaults.hop_samples / 16000,
+        args.left_context_s if args.left_context_s is not None else defaults.left_context_samples / 16000,
+        args.right_context_s if args.right_context_s is not None else defaults.right_context_samples / 16000,
+    )
+    skip = set(args.skip.split(","))
+    models = [Wav2Vec2Model.from_dir(args.model, provider="cpu", intra_op_threads=1) for _ in range(max(1, args.workers))]
+    try:
+        overhead = bench_overhead(models, config, args) if "overhead" not in skip else None
+        latency = bench_latency(models, config, args) if "latency" not in skip else []
+        capacity = bench_capacity(models, config, args) if "capacity" not in skip else None
+    finally:
+        for m in models:
+            m.close()
+    table = _table(overhead, latency, capacity, args, config)
+    print("\n" + table)
+    if args.results is not None:
+        _write_results(args.results, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

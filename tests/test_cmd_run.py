@@ -1,0 +1,126 @@
+"""``ostinato run``: sinks, seed config, stdin, errors, and a graceful SIGINT drain (subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ostinato.__main__ import main
+from ostinato.cmd_run import status_line
+from ostinato.stream.sinks import read_msgpack_features
+from ostinato.stream.windowing import num_frames
+from ostinato.stream.wire import encode_pcm
+
+
+@pytest.fixture
+def wav(tmp_path: Path, speech_like) -> Path:  # type: ignore[no-untyped-def]
+    path = tmp_path / "in.wav"
+    sf.write(path, np.stack([speech_like(3.0, sample_rate=22050)] * 2, axis=1), 22050)
+    return path
+
+
+def test_run_file_writes_every_sink(tiny_w2v_dir: Path, wav: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    code = main(["run", "--source", f"file:{wav}", "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
+                 "--out", str(out / "f.npy"), "--out", str(out / "f.msgpack"), "--out", str(out / "w.jsonl"),
+                 "--summary-json", str(out / "summary.json")])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "RANDOM WEIGHTS" in err and "drops: none" in err and "latency p50" in err
+    frames = np.load(out / "f.npy")
+    assert frames.shape == (num_frames(48000), 32) and np.isfinite(frames).all()
+    packed = list(read_msgpack_features(out / "f.msgpack"))
+    assert np.array_equal(np.concatenate([f.to_array() for f in packed]), frames)
+    lines = [json.loads(x) for x in (out / "w.jsonl").read_text().splitlines()]
+    assert sum(x.get("frames", 0) for x in lines) == len(frames) and lines[-1]["end"] is True
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == len(frames) and summary["streams"][0]["frames_expected"] == len(frames)
+
+
+def test_seed_configuration_runs(tiny_w2v_dir: Path, wav: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "seed.npy"
+    code = main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
+                 "--chunk-samples", "1600", "--overlap-samples", "400", "--max-queue", "10", "--batch-size", "4",
+                 "--streams", "2", "--out", str(out)])
+    assert code == 0
+    assert "hop 1600 + left 320 + right 0 + 80 = 2000 samples" in capsys.readouterr().err
+    files = sorted(tmp_path.glob("seed.*.npy"))
+    assert len(files) == 2 and all(np.load(f).shape == (num_frames(48000), 32) for f in files)
+
+
+def test_run_stdin_pipe(tiny_w2v_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sine) -> None:  # type: ignore[no-untyped-def]
+    read_fd, write_fd = os.pipe()
+    data = encode_pcm(sine(300, 1.0), "s16le")
+
+    def writer() -> None:
+        with os.fdopen(write_fd, "wb") as w:
+            w.write(data)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    with os.fdopen(read_fd, "rb") as r:
+        monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=r))
+        out = tmp_path / "stdin.npy"
+        assert main(["run", "--source", "stdin:16000:s16le", "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet", "--out", str(out)]) == 0
+    thread.join()
+    assert np.load(out).shape[0] == num_frames(16000)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--out", "x.txt"], "expected a .npy, .msgpack, .jsonl"),
+        (["--hop-s", "0.5", "--chunk-samples", "1600"], "not both"),
+        (["--overlap-samples", "500"], "overlap_samples=500"),
+        (["--batch-size", "0"], "batch_size"),
+    ],
+)
+def test_bad_options_are_user_errors(tiny_w2v_dir: Path, wav: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet", *extra])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_file_gives_hint(tiny_w2v_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--source", "file:/nope.wav", "--model", str(tiny_w2v_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "hint:" in err
+
+
+def test_sigint_drains_and_prints_summary(tiny_w2v_dir: Path, wav: Path, tmp_path: Path) -> None:
+    out = tmp_path / "live.npy"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ostinato", "run", "--source", f"file:{wav}", "--realtime", "--loop", "--model",
+         str(tiny_w2v_dir), "--provider", "cpu", "--out", str(out), "--summary-json", str(tmp_path / "s.json")],
+        stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(6.0)  # interpreter start, model load, then a few windows of real-time audio
+    assert proc.poll() is None, "the looping real-time run must still be going"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped on request, drained" in err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    (stream,) = summary["streams"]
+    assert stream["frames_out"] == stream["frames_expected"] == np.load(out).shape[0] > 0
+
+
+def test_status_line() -> None:
+    status = SimpleNamespace(level_dbfs=-20.0, audio_s=12.3, inference_rtf=0.081, lag_s=0.12, dropped=3, frames=615,
+                             health="degraded", reasons=("lag 1.20 s > 1 s",))
+    line = status_line(status, "matches 2")
+    assert line.startswith("[########----]  -20 dBFS")
+    assert "RTF 0.081" in line and "drops 3" in line and "degraded (lag 1.20 s > 1 s)" in line and line.endswith("matches 2")
+    silent = SimpleNamespace(**{**vars(status), "level_dbfs": float("-inf"), "health": "ok"})
+    assert "-- dBFS" in status_line(silent)
