@@ -180,6 +180,12 @@ async def _watch(base: str, pid: int, duration_s: float, stats: dict[str, Any]) 
     stats["rss_mb"] = {"start": rss[0] / 1e6 if rss else None, "peak": max(rss) / 1e6 if rss else None}
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (contention-independent cost)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_bytes(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -196,7 +202,10 @@ async def _phase(base: str, pid: int, clients: int, duration_s: float, block_ms:
         tasks.append(_garbage(url, duration_s, stats))
     tasks.append(_watch(base, pid, duration_s + 3, stats))
     started = time.monotonic()
+    load_1m = os.getloadavg()[0]
+    cpu_before = _cpu_s(pid)
     await asyncio.gather(*tasks)
+    server_cpu_s = _cpu_s(pid) - cpu_before
     feats = [x for c in stats["clients"] for x in c["feature_latency_s"]]
     events = [x for c in stats["clients"] for x in c["event_latency_s"]]
     drops: dict[str, int] = {}
@@ -213,6 +222,9 @@ async def _phase(base: str, pid: int, clients: int, duration_s: float, block_ms:
         "readyz_not_200": stats["readyz"]["not_ready"], "readyz_polls": stats["readyz"]["polls"],
         "rss_mb_start": _round(stats["rss_mb"]["start"]), "rss_mb_peak": _round(stats["rss_mb"]["peak"]),
         "drops": drops,
+        "server_cpu_s": round(server_cpu_s, 2),
+        "server_cpu_per_stream_audio_s": round(server_cpu_s / (clients * duration_s), 4),
+        "load_avg_1m_at_start": round(load_1m, 2), "cpus": os.cpu_count(),
     }
 
 
@@ -246,13 +258,15 @@ async def _main(args: argparse.Namespace) -> int:
         proc.terminate()
         code = await proc.wait()
     print(f"\nserver exit code after SIGTERM: {code}")
-    print("\n| clients | held | feature p50 / p99 ms | event p50 / p99 ms | events | errors | garbage sent / answered | /readyz not 200 | RSS MB start / peak | drops |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| clients | held | feature p50 / p99 ms | event p50 / p99 ms | events | errors | garbage sent / answered "
+          "| /readyz not 200 | RSS MB start / peak | server CPU s per stream-audio s | load avg | drops |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['clients']} | {r['held_streams']}/{r['clients']} | {r['feature_latency_p50_ms']} / {r['feature_latency_p99_ms']} | "
               f"{r['event_latency_p50_ms']} / {r['event_latency_p99_ms']} | {r['events']} | {r['errors']} | "
               f"{r['garbage_sent']} / {r['garbage_answered']} | {r['readyz_not_200']}/{r['readyz_polls']} | "
-              f"{r['rss_mb_start']} / {r['rss_mb_peak']} | {r['drops'] or 'none'} |")
+              f"{r['rss_mb_start']} / {r['rss_mb_peak']} | {r['server_cpu_per_stream_audio_s']} | {r['load_avg_1m_at_start']} | "
+              f"{r['drops'] or 'none'} |")
     if len(rows) > 1 and rows[0]["feature_latency_p99_ms"]:
         ratio = rows[-1]["feature_latency_p99_ms"] / rows[0]["feature_latency_p99_ms"]
         print(f"\nfeature p99 latency at {rows[-1]['clients']} clients vs {rows[0]['clients']}: {ratio:.2f}x (same run)")

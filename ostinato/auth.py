@@ -18,6 +18,7 @@ import stat
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -132,9 +133,7 @@ def origin_allowed(origin: str | None, host: str | None, allowed: frozenset[str]
     return parsed.netloc.lower() == host.lower()
 
 
-def auth_middleware(
-    token: str | None, allowed_origins: frozenset[str]
-) -> Callable[[web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[web.StreamResponse]]:
+def auth_middleware(token: str | None, allowed_origins: frozenset[str]) -> Any:
     """Build the middleware that enforces the token and the Origin rule.
 
     Args:

@@ -37,7 +37,21 @@ from ostinato.errors import ClientError, ConnectTimeoutError, ServerClosedError,
 from ostinato.stream.breaker import BreakerConfig, CircuitBreaker
 from ostinato.stream.errors import ErrorClass, ProtocolError, classify_error
 from ostinato.stream.retry import RetryPolicy, retry_call
-from ostinato.stream.wire import Audio, Bye, End, ErrorFrame, Flush, Frame, Hello, Ready, Status, decode_frame, encode_frame, encode_pcm
+from ostinato.stream.wire import (
+    Audio,
+    Bye,
+    End,
+    ErrorFrame,
+    Event,
+    Flush,
+    Frame,
+    Hello,
+    Ready,
+    Status,
+    decode_frame,
+    encode_frame,
+    encode_pcm,
+)
 
 __all__ = ["ClientConfig", "StreamClient", "SyncStreamClient"]
 
@@ -381,7 +395,7 @@ class StreamClient:
 
     def events(self) -> list[dict[str, Any]]:
         """The ``event`` payloads received so far (``match``/``novelty`` objects of docs/events.md)."""
-        return [f.event for f in self._frames if f.type == "event"]  # type: ignore[union-attr]
+        return [f.event for f in self._frames if isinstance(f, Event)]
 
     def __aiter__(self) -> AsyncIterator[Frame]:
         return self._iterate()

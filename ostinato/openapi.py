@@ -31,7 +31,7 @@ def _problem(description: str) -> dict[str, Any]:
     return _json(_ref("Problem"), description)
 
 
-_STREAMING_DOCS = {
+_STREAMING_DOCS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "chunk_samples": ("integer", "New audio per window (hop), a multiple of 320 samples", {"minimum": 320, "multipleOf": 320}),
     "overlap_samples": ("integer", "Samples consecutive windows share: 80 + a multiple of 320", {"minimum": 80}),
     "max_queue": ("integer", "Capacity of each stream's audio and window queues", {"minimum": 1, "maximum": 10000}),

@@ -268,7 +268,7 @@ async def _read_upload(request: web.Request, limit: int) -> bytes | None:
                                    hint="send the audio as form field 'file' or as the raw body")
             if getattr(part, "name", None) == "file":
                 return await _read_limited(part.read_chunk, limit)  # type: ignore[union-attr]
-            await part.release()  # type: ignore[union-attr]
+            await part.release()
     return await _read_limited(lambda: request.content.read(64 * 1024), limit)
 
 

@@ -48,6 +48,7 @@ __all__ = ["StreamSession"]
 logger = logging.getLogger(__name__)
 
 _MAX_GAP_FILL_S = 5.0  # longest sequence gap filled with silence; longer gaps restart timing
+_MATCH_QUEUE_BLOCKS = 50  # audio blocks waiting for the matcher before the stream waits for it
 
 
 class StreamSession:
@@ -85,6 +86,11 @@ class StreamSession:
         self._resampler = StreamResampler(hello.sample_rate, hello.channels)
         self._windower = Windower(engine.windower_config, stream_id) if engine is not None else None
         self._matching = matching
+        # Audio for the matcher waits here (up to ~5 s of blocks) so that matching never holds
+        # up the windows on their way to the model; one call per stream at a time.
+        self._match_input: Channel[npt.NDArray[np.float32]] = Channel(_MATCH_QUEUE_BLOCKS, "block", name="server_match")
+        self._match_lock = asyncio.Lock()
+        self._matched = asyncio.Event()
         self._match_on_model = matching is not None and options.match_features == "model"
         self._match_future: asyncio.Future[Any] | None = None
         self._in_flight = asyncio.Semaphore(hub.streaming(engine).max_queue)
@@ -188,7 +194,8 @@ class StreamSession:
         "Processed" means through the resampler, the matcher and every complete window; a
         partial window (and the resampler's few samples of delay) waits for more audio or ``end``.
         """
-        while self.input.depth or not self._idle.is_set() or self.windows_pending or self.results.depth or self._emitting:
+        while (self.input.depth or not self._idle.is_set() or self.windows_pending or self.results.depth or self._emitting
+               or self._match_input.depth or self._match_lock.locked()):
             await asyncio.sleep(0.005)
         self.outbox.put(self.status())
 
@@ -219,6 +226,7 @@ class StreamSession:
                 tg.create_task(self._process())
                 ticker = tg.create_task(self._tick())
                 tg.create_task(self._emit(ticker))
+                tg.create_task(self._match_loop())
                 if self.media_path is not None:
                     tg.create_task(self._play(self.media_path))
         except* Exception as group:
@@ -265,9 +273,7 @@ class StreamSession:
     async def _consume(self, x: npt.NDArray[np.float32], received_s: float) -> None:
         self.samples_in += int(x.shape[0])
         if self._matching is not None:
-            # Log-mel frames and matching run on the matcher thread; the event loop only routes.
-            # (Matching on model frames still feeds the audio: it supplies the silence gate.)
-            await self._match_call(self._matching.feed, self.stream_id, x)
+            await self._match_input.put(x)
         if self._windower is not None:
             for window in self._windower.push(x, time.monotonic(), received_s):
                 await self._submit(window, wait=self.options.overflow == "block")
@@ -275,7 +281,18 @@ class StreamSession:
             self.samples_done = self.samples_in
             self.frames_out = num_frames(self.samples_in)  # a model-free stream reports its log-mel frames
 
+    async def _match_loop(self) -> None:
+        """Feed the matcher in order, off the window path. Log-mel frames and matching run on
+        the matcher thread; with ``match_features: model`` the audio supplies the silence gate."""
+        try:
+            async for x in self._match_input:
+                if self._matching is not None:
+                    await self._match_call(self._matching.feed, self.stream_id, x)
+        finally:
+            self._matched.set()
+
     async def _finish_input(self) -> None:
+        self._match_input.close()
         if self._windower is not None:
             for window in self._windower.flush(time.monotonic()):
                 await self._submit(window, wait=True)
@@ -322,6 +339,7 @@ class StreamSession:
             self._emitting = True
             await self._on_features(item)
             self._emitting = False
+        await self._matched.wait()  # every block reached the matcher
         if self._matching is not None:
             await self._match_call(self._matching.end, self.stream_id)
             self._matching = None
@@ -348,14 +366,15 @@ class StreamSession:
 
     async def _match_call(self, fn: Any, *args: Any) -> None:
         """Run a matcher call on the matcher thread and publish the events it returns."""
-        future = asyncio.get_running_loop().run_in_executor(self.hub.match_executor, fn, *args)
-        self._match_future = future
-        try:
-            events = await future
-        except StreamError as e:  # bad frames, or a library in another feature space
-            self.dropped["matcher_error"] += 1
-            self.send_error(e)
-            return
+        async with self._match_lock:
+            future = asyncio.get_running_loop().run_in_executor(self.hub.match_executor, fn, *args)
+            self._match_future = future
+            try:
+                events = await future
+            except StreamError as e:  # bad frames, or a library in another feature space
+                self.dropped["matcher_error"] += 1
+                self.send_error(e)
+                return
         self._publish(events)
 
     def _release_matcher(self) -> None:
@@ -416,8 +435,7 @@ class StreamSession:
     def _structural_latency_s(self) -> float:
         if self.engine is None:
             return 0.1
-        cfg = self.engine.windower_config
-        return (cfg.window_samples) / PIPELINE_SAMPLE_RATE
+        return float(self.engine.windower_config.window_samples / PIPELINE_SAMPLE_RATE)
 
     def summary(self) -> dict[str, Any]:
         """Totals sent with ``bye``."""

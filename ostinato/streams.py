@@ -219,7 +219,7 @@ class StreamHub:
         if name not in files:
             raise ProtocolError(f"hello.options.file={name!r} is not a server media file; available: {sorted(files)}",
                                 hint="GET /v1/media lists the files")
-        return files[name]
+        return Path(files[name])
 
     def _engine(self, entry: ModelEntry) -> ModelEngine:
         engine = self.engines.get(entry.config.name)
