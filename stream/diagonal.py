@@ -26,6 +26,8 @@ from ostinato.stream.frame_ring import FrameRing
 
 __all__ = ["DiagonalTrack", "TrackParams", "background_similarity", "verify_alignment"]
 
+_LAG_REACH = 3  # lags examined on each side of the current one while following a track
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TrackParams:
@@ -138,12 +140,16 @@ class DiagonalTrack:
         self._recent: list[float] = []
         self._miss_run = 0
         self._gap_run = 0
-        self._neighbour = np.zeros(3, dtype=np.float64)
+        self._neighbour = np.zeros(2 * _LAG_REACH + 1, dtype=np.float64)
 
     def seed(self, ts: npt.NDArray[np.int64], lags: npt.NDArray[np.int64], sims: npt.NDArray[np.float32]) -> None:
         """Record frames already known to belong to the repeat (from the start search)."""
         for t, lag, s in zip(ts.tolist(), lags.tolist(), sims.tolist(), strict=True):
             self._record(int(t), int(lag), float(s))
+        w = self.params.smooth_frames
+        if sims.size >= w:
+            smooth = np.convolve(np.asarray(sims, np.float64), np.ones(w) / w, mode="valid")
+            self.level = max(self.level, float(smooth.max()))
 
     def _record(self, t: int, lag: int, sim: float) -> None:
         self._ts.append(t)
@@ -160,11 +166,12 @@ class DiagonalTrack:
             self.cursor = t1
 
     def _advance_block(self, ring: FrameRing, t0: int, t1: int) -> None:
+        r = _LAG_REACH
         x, ok_x = ring.span(t0, t1)
-        y, ok_y = ring.span(t0 - self.lag - 1, t1 - self.lag + 1)
+        y, ok_y = ring.span(t0 - self.lag - r, t1 - self.lag + r)
         rows = np.arange(t1 - t0)
-        by_delta = {d: np.einsum("ij,ij->i", x, y[rows + 1 - d]) for d in (-1, 0, 1)}
-        ok = ok_x & ok_y[rows + 1]
+        by_delta = {d: np.einsum("ij,ij->i", x, y[rows + r - d]) for d in range(-r, r + 1)}
+        ok = ok_x & ok_y[rows + r]
         p = self.params
         for i in range(t1 - t0):
             t = t0 + i
@@ -193,18 +200,24 @@ class DiagonalTrack:
                 self.ended = True
                 return
         if ok.any():
-            means = np.array([by_delta[d][ok].mean() for d in (-1, 0, 1)])
+            means = np.array([by_delta[d][ok].mean() for d in range(-r, r + 1)])
             self._neighbour = 0.5 * self._neighbour + 0.5 * means
             self._maybe_shift_lag(t1)
 
     def _maybe_shift_lag(self, t: int) -> None:
-        best = int(np.argmax(self._neighbour)) - 1
-        if best == 0 or self._neighbour[best + 1] < self._neighbour[1] + 0.01:
-            return
+        # Time-stretched audio (WSOLA and the like) moves the best lag in small jumps, not
+        # smoothly: follow the best nearby diagonal when it is clearly better.
+        r = _LAG_REACH
         budget = self.params.tempo_tolerance * (t - self.start) + 2
-        if abs(self.lag + best - self.initial_lag) <= budget:
-            self.lag += best
-            self._neighbour = np.roll(self._neighbour, -best)
+        order = np.argsort(-self._neighbour)
+        for idx in order:
+            best = int(idx) - r
+            if best == 0 or self._neighbour[idx] < self._neighbour[r] + 0.02:
+                return
+            if abs(self.lag + best - self.initial_lag) <= budget:
+                self.lag += best
+                self._neighbour = np.zeros(2 * r + 1)
+                return
 
     @property
     def effective_threshold(self) -> float:
@@ -232,7 +245,12 @@ class DiagonalTrack:
         lasts = np.concatenate([breaks, [hits.size - 1]])
         lengths = ts[hits[lasts]] - ts[hits[firsts]]
         best = int(np.argmax(lengths))
-        self.start, self.last_hit = int(ts[hits[firsts[best]]]), int(ts[hits[lasts[best]]])
+        lo, hi = hits[firsts[best]], hits[lasts[best]]
+        # Boundaries: where the run is at least half as strong as its strongest stretch.
+        strong = np.nonzero(smooth[lo : hi + 1] >= self.background + 0.5 * (self.level - self.background))[0]
+        if strong.size:
+            lo, hi = lo + strong[0], lo + strong[-1]
+        self.start, self.last_hit = int(ts[lo]), int(ts[hi])
 
     def path(
         self,

@@ -92,7 +92,7 @@ class MatcherConfig:
     candidate_threshold: float = 0.2
     start_z: float = 3.0
     hit_z: float = 1.0
-    hit_fraction: float = 0.5
+    hit_fraction: float = 0.3
     smooth_s: float = 0.16
     detection_z: float = 5.0
     score_scale_z: float = 1.5
@@ -103,7 +103,7 @@ class MatcherConfig:
     tempo_tolerance: float = 0.05
     end_patience_s: float = 0.2
     max_gap_s: float = 0.4
-    max_dip_s: float = 0.12
+    max_dip_s: float = 0.16
     max_extend_back_s: float = 10.0
     refractory_s: float = 2.0
     periodic_ratio: float = 1.5
