@@ -107,7 +107,7 @@ def _sources(args: argparse.Namespace) -> list[Any]:
 
     if not 1 <= args.streams <= 256:
         raise ConfigError(f"--streams {args.streams}; expected 1..256")
-    sources = []
+    sources: list[Any] = []
     for spec in args.source:
         copies = args.streams if not spec.startswith(("mic", "stdin")) else 1
         if copies != args.streams:

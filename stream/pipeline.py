@@ -32,7 +32,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -463,8 +463,11 @@ class Pipeline:
             if still:
                 logger.error("%d task(s) ignored cancellation for %.1f s", len(still), self.config.cancel_timeout_s)
 
+    def _channels(self) -> list[Channel[Any]]:
+        return [*self._chunk_channels, self._windows, self._features]
+
     def _cancel_work(self) -> None:
-        for channel in (*self._chunk_channels, self._windows, self._features):
+        for channel in self._channels():
             channel.close()
             channel.discard()
         for task in self._work:
@@ -518,7 +521,7 @@ class Pipeline:
 
     def _drop_counts(self) -> list[dict[str, int]]:
         counts: list[dict[str, int]] = [dict(self.stage.stats.dropped)]
-        for channel in (*self._chunk_channels, self._windows, self._features):
+        for channel in self._channels():
             counts.append({f"{channel.name}:{reason}": n for reason, n in channel.dropped.items()})
         return counts
 
@@ -529,7 +532,7 @@ class Pipeline:
         return list(self._sources.values())
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
-        installed = []
+        installed: list[int] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.add_signal_handler(sig, self.stop)

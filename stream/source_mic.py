@@ -48,7 +48,8 @@ def import_sounddevice() -> ModuleType:
         raise SourceUnavailableError("the sounddevice package is not installed", hint=_INSTALL_HINT) from e
     except OSError as e:  # sounddevice raises OSError when libportaudio cannot be loaded
         raise SourceUnavailableError(f"the PortAudio library cannot be loaded: {e}", hint=_INSTALL_HINT) from e
-    return sounddevice
+    module: ModuleType = sounddevice
+    return module
 
 
 def list_input_devices() -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from ostinato.stream.breaker import BreakerConfig, CircuitBreaker
@@ -180,7 +180,7 @@ class NetSource:
             async with asyncio.timeout(delay_s):
                 await self._stop.wait()
 
-    async def _connection(self, cursor: _Cursor) -> AsyncIterator[AudioChunk]:
+    async def _connection(self, cursor: _Cursor) -> AsyncGenerator[AudioChunk, None]:
         import aiohttp
 
         self.breaker.check()
