@@ -221,3 +221,38 @@ async def test_server_side_file_stream(tiny_w2v_dir: Path, tmp_path: Path) -> No
     statuses = [f for f in frames if isinstance(f, Status)]
     assert len(statuses) >= 3 and statuses[-1].audio_s == 2.0  # played in real time, ~2 s
     assert isinstance(err, ErrorFrame) and "not a server media file" in err.message
+
+
+async def test_block_policy_pushes_back_over_tcp_and_loses_nothing(tiny_w2v_dir: Path) -> None:
+    audio, _ = planted_repeats()
+    async with running_server(tiny_w2v_dir, limits_max_messages_per_s=10_000, limits_message_burst=10_000) as server, \
+            aiohttp.ClientSession() as http:
+        model = server.service.catalog.get("tiny").model
+        run_batch = model.run_batch
+
+        def slow_run_batch(*args: object, **kwargs: object) -> object:  # the real model, made slow
+            import time
+
+            time.sleep(0.03)
+            return run_batch(*args, **kwargs)
+
+        model.run_batch = slow_run_batch
+        # 48 kHz stereo f32: 13.8 MB for 36 s of audio, more than the socket buffers hold
+        ws, ready = await _open(http, server.ws_url, Hello(sample_rate=48000, channels=2, outputs=("features",),
+                                                           options={"match": False}))
+        assert ready.info["overflow"] == "block"
+        session = server.service.streams.sessions[ready.stream_id]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        loud = np.repeat(np.tile(audio, 3), 3)  # 36 s at 48 kHz
+        await _send_audio(ws, np.stack([loud, loud], axis=1), block=4800)  # as fast as TCP takes it
+        await ws.send_bytes(encode_frame(End()))
+        send_s = loop.time() - started
+        frames = await _until_bye(ws, timeout_s=60)
+        model.run_batch = run_batch
+    bye = frames[-1]
+    assert isinstance(bye, Bye) and bye.summary["dropped"] == {} and bye.summary["audio_s"] == 36.0
+    assert session.input.max_depth == session.input.capacity  # the queue filled, then reading stopped
+    # 360 windows at >= 30 ms per batch of <= 4: the sender was held back, not buffered
+    assert send_s > 1.0
+    assert sum(f.num_frames for f in frames if isinstance(f, FeaturesFrame)) == (36 * 16000 - 400) // 320 + 1
