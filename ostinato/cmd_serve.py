@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ostinato serving {url} (model {name}, {auth}); dashboard: {url}/  stop: Ctrl-C / SIGTERM", flush=True)
 
     code = serve(config, [model], ready=ready)
-    print("ostinato stopped (streams drained, library flushed)", flush=True)
+    print("ostinato stopped (streams drained" + (", library flushed)" if args.library else ")"), flush=True)
     return code
 
 
