@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ostinato.export import specs
 from ostinato.export.errors import ExportError, ExportOptionError
@@ -126,20 +126,18 @@ def export_wav2vec2(config: Wav2Vec2ExportConfig, progress: Progress | None = No
     source = load_source(config.model, config.task, config.seed)
     report("load model", 1, 1)
     _check_layers(config.layers, source.num_layers)
-    config.out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{config.out_dir.name}.", dir=config.out_dir.parent))
+    needed_bytes = _needed_bytes(source.num_parameters, config.precision)
     try:
-        _check_free_space(tmp, source.num_parameters, config.precision)
+        config.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{config.out_dir.name}.", dir=config.out_dir.parent))
+    except OSError as e:
+        _raise_write_error(e, config.out_dir, needed_bytes)
+    try:
+        _check_free_space(tmp, needed_bytes)
         manifest = _export_into(tmp, config, source, report)
         _move_into_place(tmp, config.out_dir)
     except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise ExportError(
-                f"no space left on the device while writing {str(config.out_dir)!r}",
-                hint=f"free at least {_needed_bytes(source.num_parameters, config.precision) >> 20} MiB "
-                "or pass --out on another disk",
-            ) from e
-        raise
+        _raise_write_error(e, config.out_dir, needed_bytes)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     logger.info("exported %s into %s", manifest.label, config.out_dir)
@@ -172,15 +170,29 @@ def _needed_bytes(num_parameters: int, precision: str) -> int:
     return int(num_parameters * 4 * (1.0 + extra) * 1.1) + (16 << 20)
 
 
-def _check_free_space(directory: Path, num_parameters: int, precision: str) -> None:
-    needed = _needed_bytes(num_parameters, precision)
+def _check_free_space(directory: Path, needed_bytes: int) -> None:
     free = shutil.disk_usage(directory).free
-    if free < needed:
+    if free < needed_bytes:
         raise ExportError(
             f"not enough disk space in {str(directory.parent)!r}: {free >> 20} MiB free, "
-            f"the export needs about {needed >> 20} MiB",
+            f"the export needs about {needed_bytes >> 20} MiB",
             hint="free some space or pass --out on another disk",
         )
+
+
+def _raise_write_error(error: OSError, out_dir: Path, needed_bytes: int) -> NoReturn:
+    """Re-raise disk-full and permission failures as ExportErrors with a hint; others as they are."""
+    if error.errno == errno.ENOSPC:
+        raise ExportError(
+            f"no space left on the device while writing {str(out_dir)!r}",
+            hint=f"free at least {needed_bytes >> 20} MiB or pass --out on another disk",
+        ) from error
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        raise ExportError(
+            f"cannot write into {str(out_dir.parent)!r}: {error.strerror}",
+            hint="pass an --out directory you can write to",
+        ) from error
+    raise error
 
 
 def _export_into(tmp: Path, config: Wav2Vec2ExportConfig, source: SourceModel, report: Progress) -> Manifest:
