@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml scripts/setup-system.sh
 	bash scripts/setup-system.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[export,dev,bench]'
+	$(PY) -m pip install -q -e '.[export,dev,bench,mic]'
 	touch $@
 
 # Exports random:base (random weights, same architecture as wav2vec2-base) as int8 once,
