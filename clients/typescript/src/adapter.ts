@@ -196,7 +196,8 @@ export class Wav2Vec2FeatureAdapter {
       breaker: this.breaker,
       model: name,
       options: checked,
-      prepareModel: () => this.applyStreaming(checked),
+      // Runs inside a connection attempt that already holds the breaker's slot.
+      prepareModel: () => this.applyStreaming(checked, false),
       emitter: this.emitter,
     });
     await stream.start();
@@ -234,7 +235,8 @@ export class Wav2Vec2FeatureAdapter {
   }
 
   /**
-   * Stop streaming (best effort), forget the model this adapter registered, release everything.
+   * Stop streaming (gracefully within `timeoutMs`, else abruptly), forget the model this adapter
+   * registered, release everything.
    * Idempotent: later calls resolve at once; every other method then rejects with {@link DisposedError}.
    */
   dispose(): Promise<void> {
@@ -247,10 +249,15 @@ export class Wav2Vec2FeatureAdapter {
     this.stream = undefined;
     this.state = "disposed";
     if (stream) {
+      // A graceful end gets timeoutMs; then whatever is left is rejected with DisposedError.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.timeoutMs)));
       try {
-        await stream.stop();
+        await Promise.race([stream.stop(), late]);
       } catch (e) {
         this.report(e);
+      } finally {
+        clearTimeout(timer);
       }
       stream.close(new DisposedError("the adapter was disposed"));
     }
@@ -266,18 +273,18 @@ export class Wav2Vec2FeatureAdapter {
 
   // -- server calls --------------------------------------------------------------------------
 
-  /** One REST call with retries (transient errors) behind the breaker. */
-  private async call(req: HttpRequest): Promise<unknown> {
+  /** One REST call with retries (transient errors) behind the breaker (`guarded`: check it first). */
+  private async call(req: HttpRequest, guarded = true): Promise<unknown> {
     return retry(
       async () => {
-        this.breaker.check();
+        if (guarded) this.breaker.check();
         try {
           const { body } = await this.http.request(req);
-          this.breaker.recordSuccess();
+          if (guarded) this.breaker.recordSuccess();
           return body;
         } catch (e) {
-          if (classifyError(e) === "transient") this.breaker.recordFailure();
-          else this.breaker.recordSuccess(); // the server answered: it is up
+          if (guarded && classifyError(e) === "transient") this.breaker.recordFailure();
+          else if (guarded) this.breaker.recordSuccess(); // the server answered: it is up
           throw e;
         }
       },
@@ -301,24 +308,24 @@ export class Wav2Vec2FeatureAdapter {
   }
 
   /** `POST /v1/models` with our config (+ streaming), replacing an unloaded entry of that name. */
-  private async register(streaming: Record<string, number>, load: boolean): Promise<ModelInfo> {
+  private async register(streaming: Record<string, number>, load: boolean, guarded = true): Promise<ModelInfo> {
     const c = this.config!;
     const json: Record<string, unknown> = { name: c.name, model_dir: this.modelDir, parameters: c.parameters };
     if (c.version) json.version = c.version;
     if (c.provider) json.provider = c.provider;
     if (Object.keys(streaming).length) json.streaming = streaming;
-    const info = this.asInfo(await this.call({ method: "POST", path: "/v1/models", query: { replace: "true", load: String(load) }, json }));
+    const info = this.asInfo(await this.call({ method: "POST", path: "/v1/models", query: { replace: "true", load: String(load) }, json }, guarded));
     this.registered = true;
     return info;
   }
 
   /** Make the server's entry carry these streaming settings, loaded. */
-  private async applyStreaming(options: Required<StreamingOptions>): Promise<void> {
+  private async applyStreaming(options: Required<StreamingOptions>, guarded = true): Promise<void> {
     const name = this.config!.name;
     const wanted = serverStreamingConfig(options);
     let info: ModelInfo | undefined;
     try {
-      info = this.asInfo(await this.call({ method: "GET", path: `/v1/models/${encodeURIComponent(name)}` }));
+      info = this.asInfo(await this.call({ method: "GET", path: `/v1/models/${encodeURIComponent(name)}` }, guarded));
     } catch (e) {
       if (!(e instanceof OstinatoError && e.code === "model_unavailable")) throw e;
     }
@@ -326,9 +333,9 @@ export class Wav2Vec2FeatureAdapter {
     const same = Object.entries(wanted).every(([k, v]) => current[k] === v);
     if (info?.state === "loaded" && same) return;
     if (info?.state === "loaded" || info?.state === "loading") {
-      await this.call({ method: "POST", path: `/v1/models/${encodeURIComponent(name)}/unload` });
+      await this.call({ method: "POST", path: `/v1/models/${encodeURIComponent(name)}/unload` }, guarded);
     }
-    await this.register(wanted, true);
+    await this.register(wanted, true, guarded);
   }
 
   private asInfo(body: unknown): ModelInfo {

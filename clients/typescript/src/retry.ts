@@ -90,7 +90,9 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, policy: Retr
       return await fn(attempt);
     } catch (e) {
       if (!isRetryable(e) || attempt > policy.maxRetries || hooks.signal?.aborted) throw e;
-      const delayMs = backoffDelayMs(policy, attempt, (hooks.random ?? Math.random)());
+      // An open breaker says when it will let a probe through: waiting less only burns a retry.
+      const retryInMs = (e as { retryInMs?: unknown }).retryInMs;
+      const delayMs = Math.max(backoffDelayMs(policy, attempt, (hooks.random ?? Math.random)()), typeof retryInMs === "number" ? retryInMs : 0);
       hooks.onRetry?.(attempt, e, delayMs);
       await sleepFn(delayMs, hooks.signal);
     }

@@ -20,7 +20,7 @@ import { type AdapterEvents, type Emitter, eventFromServer, statusFromServer } f
 import { type WindowGeometry, framesEmitted, geometryFromReady, replayStartFrame } from "./geometry.js";
 import { type RetryPolicy, retry } from "./retry.js";
 import { Connection, type SocketFactory } from "./socket.js";
-import { type ByeFrame, type FeaturesFrame, type Frame, type ReadyFrame, encodePcm, featuresToFloat32, hello } from "./wire.js";
+import { type ByeFrame, type FeaturesFrame, type Frame, type ReadyFrame, type StatusFrame, encodePcm, featuresToFloat32, hello } from "./wire.js";
 
 /** Frames a chunk completed (or the stream's end flushed). */
 export interface FeatureFrames {
@@ -117,8 +117,6 @@ export class FeatureStream {
   private chunkCount = 0;
   private covered = 0;
   private output = "";
-  private dropsReported = 0;
-  private dropsSeen = 0;
   private history: Sent[] = [];
   private pending: Pending[] = [];
   private tail: Block[] = [];
@@ -352,7 +350,6 @@ export class FeatureStream {
     this.covered = Math.max(this.covered, start);
     this.segmentGone = false;
     this.nextSeq = 0;
-    this.dropsReported = this.dropsSeen = 0;
     for (const sent of this.history) {
       if (sent.end <= start) continue;
       const offset = Math.max(0, start - sent.start);
@@ -407,13 +404,10 @@ export class FeatureStream {
         if (event) emitter.emit(event.type, event as never);
         return;
       }
-      case "status": {
-        const drops = Object.entries(frame.dropped).reduce((sum, [k, v]) => (k.startsWith("window_") || k === "send_features" ? sum + v : sum), 0);
-        this.dropsReported = Math.max(this.dropsReported, drops);
-        this.accountDrops();
+      case "status":
+        this.onStatus(frame);
         emitter.emit("status", statusFromServer(frame, this.streamId));
         return;
-      }
       case "error": {
         const error = errorFromWire(frame.code, frame.message, frame.error_class, frame.hint);
         if (frame.fatal && error.errorClass !== "transient") this.fail(error);
@@ -455,31 +449,44 @@ export class FeatureStream {
       start += skip * stride;
     }
     if (n <= 0) return;
-    if (start > this.covered) {
-      const gap = Math.round((start - this.covered) / stride);
-      this.dropsSeen += Math.round(gap / (g.hopSamples / stride));
-      this.addDropped(gap);
-    }
+    if (start > this.covered) this.markLost(start); // dropped by the server, or lost in transit
     this.route({ start, n, dim: frame.dim, data });
     this.covered = start + n * stride;
     this.settle();
   }
 
-  private accountDrops(): void {
+  /**
+   * A status frame is a barrier: the server queues it after the features of every frame it
+   * had emitted (`frames`) or dropped (`window_*` drops, a hop each) until then, on the same
+   * ordered connection. Frames below that line that never arrived are gone — shed by the
+   * server, or written to a connection that died before they reached us — so the chunks
+   * waiting for them resolve with those frames counted as dropped instead of waiting forever.
+   */
+  private onStatus(frame: StatusFrame): void {
     const g = this.geometry;
     if (!g) return;
-    while (this.dropsReported > this.dropsSeen && this.pending.some((p) => p.expectedEnd > this.covered)) {
-      this.dropsSeen++;
-      this.addDropped(g.hopSamples / g.frameStrideSamples);
-      this.covered += g.hopSamples;
+    const hopFrames = g.hopSamples / g.frameStrideSamples;
+    const droppedWindows = Object.entries(frame.dropped).reduce((n, [k, v]) => (k.startsWith("window_") ? n + v : n), 0);
+    const line = this.segmentStart + (frame.frames + droppedWindows * hopFrames) * g.frameStrideSamples;
+    if (line > this.covered) {
+      this.markLost(line);
+      this.covered = line;
+      this.settle();
     }
-    this.settle();
   }
 
-  private addDropped(frames: number): void {
-    const head = this.pending.find((p) => p.expectedEnd > this.covered);
-    if (head) head.dropped += frames;
-    else this.tailDropped += frames;
+  /** Count the frames from `covered` up to `until` as dropped, each for the chunk that expected it. */
+  private markLost(until: number): void {
+    const stride = this.geometry!.frameStrideSamples;
+    let lo = this.covered;
+    for (const p of this.pending) {
+      if (lo >= until) return;
+      if (p.expectedEnd <= lo) continue;
+      const hi = Math.min(until, p.expectedEnd);
+      p.dropped += Math.round((hi - lo) / stride);
+      lo = hi;
+    }
+    if (lo < until) this.tailDropped += Math.round((until - lo) / stride);
   }
 
   /** Give a block to the chunks whose frames it holds (the rest to the stream's tail). */
@@ -551,13 +558,24 @@ export class FeatureStream {
 
   private arm(p: Pending): void {
     clearTimeout(p.timer);
-    p.timer = setTimeout(() => this.onChunkTimeout(p), this.setup.timeoutMs);
+    const deadline = performance.now() + this.setup.timeoutMs;
+    p.timer = setTimeout(() => this.onChunkTimeout(p, deadline), this.setup.timeoutMs);
   }
 
-  private onChunkTimeout(p: Pending): void {
+  /**
+   * A chunk's results are late. A silent connection is a stalled server (reconnect); a server
+   * that keeps talking after the deadline is alive but behind (the chunk fails with a timeout).
+   * A server that stopped just now is given until its silence reaches `timeoutMs`.
+   */
+  private onChunkTimeout(p: Pending, deadline: number): void {
     if (p.done || this.reconnecting || !this.conn) return;
-    if (performance.now() - this.conn.lastMessageAt >= this.setup.timeoutMs) {
+    const silenceMs = performance.now() - this.conn.lastMessageAt;
+    if (silenceMs >= this.setup.timeoutMs) {
       this.onLost(new RequestTimeoutError(`no message from the server for ${this.setup.timeoutMs} ms`));
+      return;
+    }
+    if (this.conn.lastMessageAt <= deadline) {
+      p.timer = setTimeout(() => this.onChunkTimeout(p, deadline), this.setup.timeoutMs - silenceMs + 1);
       return;
     }
     p.abandoned = true;

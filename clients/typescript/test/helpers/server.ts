@@ -138,10 +138,18 @@ export class Server {
     await this.exited;
   }
 
-  /** SIGTERM: graceful shutdown; resolves with the exit code. */
-  async stop(): Promise<number | null> {
+  /** SIGTERM: graceful shutdown; resolves with the exit code (SIGKILL after `graceMs`: null). */
+  async stop(graceMs = 20_000): Promise<number | null> {
     if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill("SIGTERM");
-    return this.exited;
+    const timer = setTimeout(() => {
+      this.logs.push(`\n[test helper] no exit ${graceMs} ms after SIGTERM: SIGKILL\n`);
+      this.proc.kill("SIGKILL");
+    }, graceMs);
+    try {
+      return await this.exited;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }
 

@@ -3,7 +3,7 @@
  */
 
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { after, afterEach, before, describe, it } from "node:test";
 
 import { Wav2Vec2FeatureAdapter } from "../../src/adapter.js";
 import { ConfigError, DisposedError } from "../../src/errors.js";
@@ -23,7 +23,17 @@ async function models(): Promise<string[]> {
   return body.models.map((m) => m.name);
 }
 
+const adapters: Wav2Vec2FeatureAdapter[] = [];
+function adapterFor(...args: ConstructorParameters<typeof Wav2Vec2FeatureAdapter>): Wav2Vec2FeatureAdapter {
+  const adapter = new Wav2Vec2FeatureAdapter(...args);
+  adapters.push(adapter);
+  return adapter;
+}
+
 describe("Wav2Vec2FeatureAdapter on a real server", { timeout: 120_000 }, () => {
+  afterEach(async () => {
+    await Promise.all(adapters.splice(0).map((a) => a.dispose()));
+  });
   before(async () => {
     [server, audio] = await Promise.all([Server.start({ modelName: "base" }), testAudio()]);
   });
@@ -32,7 +42,7 @@ describe("Wav2Vec2FeatureAdapter on a real server", { timeout: 120_000 }, () => 
   });
 
   it("runs the issue's example end to end", async () => {
-    const adapter = new Wav2Vec2FeatureAdapter(server.url, { model: "base" }, 5000, { maxRetries: 3, backoff: 1000 });
+    const adapter = adapterFor(server.url, { model: "base" }, 5000, { maxRetries: 3, backoff: 1000 });
     const info = await adapter.initialize(CONFIG);
     assert.equal(info.name, "wav2vec2-base");
     assert.deepEqual((info.config as { parameters: unknown }).parameters, CONFIG.parameters);
@@ -57,7 +67,7 @@ describe("Wav2Vec2FeatureAdapter on a real server", { timeout: 120_000 }, () => 
 
   it("resolves each chunk with the frames it completed, equal to what the Python client gets", async () => {
     const samples = readWav(audio.speech);
-    const adapter = new Wav2Vec2FeatureAdapter(server.url, { model: "base" });
+    const adapter = adapterFor(server.url, { model: "base" });
     await adapter.initialize({ name: "compare" });
     await adapter.startStreaming({ ...OPTIONS, maxQueueSize: 4 });
     const results: ChunkResult[] = await Promise.all(chunks(samples, 1600).map((c) => adapter.processChunk(c)));
@@ -88,7 +98,7 @@ describe("Wav2Vec2FeatureAdapter on a real server", { timeout: 120_000 }, () => 
 
   it("emits a match event for a planted repeat", async () => {
     const samples = readWav(audio.planted);
-    const adapter = new Wav2Vec2FeatureAdapter(server.url, { model: "base" });
+    const adapter = adapterFor(server.url, { model: "base" });
     const matches: MatchEvent[] = [];
     adapter.on("match", (e) => matches.push(e));
     await adapter.initialize({ name: "matching" });
@@ -103,7 +113,7 @@ describe("Wav2Vec2FeatureAdapter on a real server", { timeout: 120_000 }, () => 
   });
 
   it("keeps at most maxQueueSize chunks in flight", async () => {
-    const adapter = new Wav2Vec2FeatureAdapter(server.url, { model: "base" });
+    const adapter = adapterFor(server.url, { model: "base" });
     await adapter.initialize({ name: "bounded" });
     await adapter.startStreaming({ ...OPTIONS, maxQueueSize: 2 });
     let peak = 0;
@@ -120,7 +130,7 @@ describe("Wav2Vec2FeatureAdapter on a real server", { timeout: 120_000 }, () => 
   });
 
   it("reports a bad config as a ConfigError naming the field (locally and from the server's 422)", async () => {
-    const adapter = new Wav2Vec2FeatureAdapter(server.url, { model: "base" });
+    const adapter = adapterFor(server.url, { model: "base" });
     await assert.rejects(adapter.initialize({ ...CONFIG, parameters: { attentionDropout: 1.5 } }), (e: unknown) => e instanceof ConfigError && e.field === "parameters.attentionDropout");
     await adapter.initialize({ name: "badstream" });
     await assert.rejects(adapter.startStreaming({ ...OPTIONS, overlap: 2000 }), (e: unknown) => e instanceof ConfigError && e.field === "overlap");
@@ -133,14 +143,14 @@ describe("Wav2Vec2FeatureAdapter on a real server", { timeout: 120_000 }, () => 
       return true;
     });
     await adapter.dispose();
-    const elsewhere = new Wav2Vec2FeatureAdapter(server.url, { modelDir: "/nonexistent/model" });
+    const elsewhere = adapterFor(server.url, { modelDir: "/nonexistent/model" });
     await assert.rejects(elsewhere.initialize({ name: "ghost" }), (e: unknown) => e instanceof ConfigError && e.field === "model_dir" && /ostinato.json/.test(e.reason));
-    const unknown = new Wav2Vec2FeatureAdapter(server.url, { model: "nope" });
+    const unknown = adapterFor(server.url, { model: "nope" });
     await assert.rejects(unknown.initialize({ name: "x" }), (e: unknown) => e instanceof ConfigError && e.field === "model" && /base/.test(e.message));
   });
 
   it("disposes twice safely, mid-stream, and refuses every later call", async () => {
-    const adapter = new Wav2Vec2FeatureAdapter(server.url, { model: "base" });
+    const adapter = adapterFor(server.url, { model: "base" });
     await adapter.initialize({ name: "disposable" });
     await adapter.startStreaming(OPTIONS);
     await adapter.processChunk(new Float32Array(3200));
