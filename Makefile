@@ -6,7 +6,7 @@ CACHE ?= $(HOME)/.cache/ostinato
 DEMO_MODEL := $(CACHE)/models/random-base-int8
 DEMO_WAV := ostinato/data/demo.wav
 
-.PHONY: setup demo test typecheck check-wheels bench bench-full clean-cache
+.PHONY: setup demo test test-ts typecheck check-wheels bench bench-full clean-cache
 
 setup: $(VENV)/.installed
 
@@ -27,6 +27,18 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+	$(MAKE) test-ts
+
+# TypeScript client (clients/typescript): npm ci only when node_modules is missing or
+# package-lock.json changed; its integration tests start `ostinato serve` with this venv's Python.
+TS_DIR := clients/typescript
+test-ts: setup $(TS_DIR)/node_modules/.installed
+	cd $(TS_DIR) && npm run build && OSTINATO_PYTHON=$(abspath $(PY)) npm test
+
+$(TS_DIR)/node_modules/.installed: $(TS_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "test-ts: Node.js 20+ and npm are needed for the TypeScript client" >&2; exit 1; }
+	cd $(TS_DIR) && npm ci --no-audit --no-fund
+	touch $@
 
 typecheck: setup
 	bash scripts/typecheck.sh
