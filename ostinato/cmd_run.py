@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from ostinato import cmd_match as _match
+
 __all__ = ["CONSUMER_FACTORIES", "build_sinks", "register", "run", "status_line"]
 
 _METER_WIDTH = 12
@@ -30,7 +32,9 @@ _SINK_SUFFIXES = (".npy", ".msgpack", ".jsonl")
 
 #: ``(add_arguments(parser), build(args) -> list[FeatureConsumer])`` pairs; extra stages
 #: (e.g. the matcher) register here so ``ostinato run`` gains their options and consumers.
-CONSUMER_FACTORIES: list[tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], list[Any]]]] = []
+CONSUMER_FACTORIES: list[tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], list[Any]]]] = [
+    (_match.add_match_arguments, _match.build_match_consumers),  # --match (docs/matcher.md)
+]
 
 
 def register(sub: Any) -> None:
@@ -163,6 +167,9 @@ async def _run(args: argparse.Namespace) -> int:
         consumers = build_sinks(args.out, multi_stream=len(sources) > 1)
         for _, build in CONSUMER_FACTORIES:
             consumers += build(args)
+        for consumer in consumers:  # stages that also need the audio (the matcher) tap the sources
+            if hasattr(consumer, "tap_source"):
+                sources = [consumer.tap_source(source) for source in sources]
         config = PipelineConfig(windower=_windower_config(args, model), window_queue_windows=args.max_queue,
                                 shutdown_timeout_s=args.shutdown_timeout_s)
     except BaseException:
