@@ -10,6 +10,7 @@ cleanly (WAL). The vector index is a cache rebuilt from SQLite when its saved co
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import logging
@@ -170,6 +171,7 @@ class PatternLibrary:
         self._index: FlatIndex | HnswIndex | None = None
         self._index_generation = -1
         self._db = self._connect()
+        self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
     def _connect(self) -> sqlite3.Connection:
@@ -200,12 +202,12 @@ class PatternLibrary:
     def close(self) -> None:
         """Commit pending writes and close the database (idempotent)."""
         with self._lock:
-            if self._db is None:  # type: ignore[comparison-overlap]
+            if self._closed:
                 return
             if not self.readonly:
                 self.commit()
             self._db.close()
-            self._db = None  # type: ignore[assignment]
+            self._closed = True
 
     def __enter__(self) -> PatternLibrary:
         return self
@@ -217,7 +219,7 @@ class PatternLibrary:
     def _write(self) -> sqlite3.Connection:
         if self.readonly:
             raise LibraryError(f"pattern library {str(self.path)!r} is open read-only", hint="open it without readonly to change it")
-        if self._db is None:  # type: ignore[comparison-overlap]
+        if self._closed:
             raise LibraryError("pattern library is closed")
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
@@ -237,7 +239,7 @@ class PatternLibrary:
     def commit(self) -> None:
         """Commit the current batch (no-op when nothing is pending)."""
         with self._lock:
-            if self._db is not None and self._db.in_transaction:  # type: ignore[comparison-overlap]
+            if not self._closed and self._db.in_transaction:
                 self._db.execute("COMMIT")
             self._pending = 0
 
@@ -481,10 +483,11 @@ class PatternLibrary:
         since: float | None = None,
         until: float | None = None,
         limit: int = 100,
-    ) -> list[Pattern]:
+    ) -> builtins.list[Pattern]:
         """Patterns filtered by tag, by stream and by wall-clock time of their occurrences
         (``since``/``until`` as Unix seconds), most recently updated first."""
-        clauses, params = [], []
+        clauses: builtins.list[str] = []
+        params: builtins.list[Any] = []
         if tag is not None:
             clauses.append("p.key IN (SELECT pattern_key FROM tags WHERE tag = ?)")
             params.append(tag)
@@ -509,7 +512,7 @@ class PatternLibrary:
         """Number of patterns."""
         return int(self._db.execute("SELECT COUNT(*) FROM patterns").fetchone()[0])
 
-    def occurrences(self, pattern_id: str, limit: int = 1000) -> list[Occurrence]:
+    def occurrences(self, pattern_id: str, limit: int = 1000) -> builtins.list[Occurrence]:
         """Occurrences of a pattern, oldest first."""
         with self._lock:
             key = self._key(pattern_id)
@@ -520,7 +523,7 @@ class PatternLibrary:
             ).fetchall()
         return [Occurrence(pid, *r) for r in rows]
 
-    def relationships(self, pattern_id: str) -> list[dict[str, Any]]:
+    def relationships(self, pattern_id: str) -> builtins.list[dict[str, Any]]:
         """Relationships involving a pattern: ``{"src", "dst", "kind", "count", "first_seen", "last_seen"}``."""
         with self._lock:
             key = self._key(pattern_id)
@@ -547,7 +550,7 @@ class PatternLibrary:
         self._sim_cache.clear()
         return self._index
 
-    def query_vector(self, embedding: npt.NDArray[np.floating], k: int = 10) -> list[tuple[Pattern, float]]:
+    def query_vector(self, embedding: npt.NDArray[np.floating], k: int = 10) -> builtins.list[tuple[Pattern, float]]:
         """The ``k`` patterns most similar to ``embedding`` with their cosine similarity."""
         vec = _unit(embedding)
         with self._lock:
@@ -592,12 +595,12 @@ class PatternLibrary:
         from ostinato.stream.library_ops import export_patterns
 
         with self._lock:
-            return export_patterns(self, Path(path))
+            return int(export_patterns(self, Path(path)))
 
     def import_json(self, path: str | Path) -> int:
         """Add the patterns of an export; ids already present get new ids. Returns count."""
         from ostinato.stream.library_ops import import_patterns
 
         with self._lock:
-            return import_patterns(self, Path(path))
+            return int(import_patterns(self, Path(path)))
 
