@@ -9,9 +9,13 @@ from typing import Any
 from ostinato.stream.breaker import BreakerConfig, BreakerState, CircuitBreaker
 from ostinato.stream.channel import OVERFLOW_POLICIES, Channel, OverflowPolicy
 from ostinato.stream.errors import ErrorClass, StreamError, classify_error
+from ostinato.stream.events import EventLog, MatchEvent, NoveltyEvent
 from ostinato.stream.frames import AudioChunk, StreamEnd, StreamFeatures, Window, WindowTiming
 from ostinato.stream.health import HealthConfig, HealthMonitor, HealthState, StageHealth
 from ostinato.stream.infer import InferenceConfig, InferenceStage
+from ostinato.stream.library import LibraryConfig, PatternLibrary
+from ostinato.stream.matcher import FeatureBlock, MatcherConfig, PatternMatcher
+from ostinato.stream.matcher_stage import MatcherStage, MatcherStageConfig
 from ostinato.stream.metrics import StreamMetrics
 from ostinato.stream.pipeline import FeatureConsumer, Pipeline, PipelineConfig, PipelineStatus
 from ostinato.stream.resample import StreamResampler
@@ -34,6 +38,8 @@ __all__ = [
     "Channel",
     "CircuitBreaker",
     "ErrorClass",
+    "EventLog",
+    "FeatureBlock",
     "FeatureConsumer",
     "FileSource",
     "HealthConfig",
@@ -42,12 +48,20 @@ __all__ = [
     "InferenceConfig",
     "InferenceStage",
     "JsonlSummarySink",
+    "LibraryConfig",
+    "MatchEvent",
+    "MatcherConfig",
+    "MatcherStage",
+    "MatcherStageConfig",
     "MicSource",
     "MsgpackFileSink",
     "NetSource",
     "NetSourceConfig",
+    "NoveltyEvent",
     "NpyFileSink",
     "OverflowPolicy",
+    "PatternLibrary",
+    "PatternMatcher",
     "Pipeline",
     "PipelineConfig",
     "PipelineStatus",
