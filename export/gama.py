@@ -203,6 +203,7 @@ def export_gama(config: GamaExportConfig, progress: Progress | None = None) -> M
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         manifest = _export_into(tmp, config, estimate, report)
+        _apply_umask(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.replace(out_dir)
@@ -210,6 +211,18 @@ def export_gama(config: GamaExportConfig, progress: Progress | None = None) -> M
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _apply_umask(directory: Path) -> None:
+    """mkdtemp (and ORT's external-data writer) create private modes; give the export the
+    modes a plain ``mkdir``/``open`` would have, so other users can read the model."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for path in directory.iterdir():
+        path.chmod(0o666 & ~umask)
 
 
 def _build_reference(config: GamaExportConfig, report: Progress) -> tuple[GamaReference, dict[str, Any]]:

@@ -48,6 +48,7 @@ def test_manifest_records_files_tolerances_and_random_label(tiny_gama_dir: Path)
     assert v["greedy"]["tokens_onnx"] == v["greedy"]["tokens_torch"]
     assert m.extra["num_audio_tokens"] == 96 and m.extra["window_samples"] == 164080
     assert np.load(tiny_gama_dir / m.files["embeddings"], mmap_mode="r").shape == (400, 64)
+    assert tiny_gama_dir.stat().st_mode & 0o055 == 0o055  # readable by others (umask 022)
 
 
 def test_onnx_greedy_equals_pytorch_token_for_token(tiny_gama_dir: Path, reference: object) -> None:
