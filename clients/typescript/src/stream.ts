@@ -17,47 +17,13 @@ import type { CircuitBreaker } from "./breaker.js";
 import type { StreamingOptions } from "./config.js";
 import { ConnectionLostError, DisposedError, OstinatoError, RequestTimeoutError, StateError, classifyError, errorFromWire } from "./errors.js";
 import { type AdapterEvents, type Emitter, eventFromServer, statusFromServer } from "./events.js";
-import { type WindowGeometry, framesEmitted, geometryFromReady, replayStartFrame } from "./geometry.js";
+import { type WindowGeometry, geometryFromReady } from "./geometry.js";
+import { type ChunkResult, FrameLedger, type LedgerChunk, type StopResult } from "./ledger.js";
 import { type RetryPolicy, retry } from "./retry.js";
 import { Connection, type SocketFactory } from "./socket.js";
-import { type ByeFrame, type FeaturesFrame, type Frame, type ReadyFrame, type StatusFrame, encodePcm, featuresToFloat32, hello } from "./wire.js";
+import { type ByeFrame, type Frame, type ReadyFrame, encodePcm, hello } from "./wire.js";
 
-/** Frames a chunk completed (or the stream's end flushed). */
-export interface FeatureFrames {
-  /** Model output the features come from (`last_hidden_state`…). */
-  output: string;
-  numFrames: number;
-  /** Feature dimension (0 when no frame arrived). */
-  dim: number;
-  /** Row-major `[numFrames, dim]`. */
-  features: Float32Array;
-  /** Start sample (16 kHz, from the stream's first sample) of each frame. */
-  frameStartSamples: number[];
-  /** Frames the server dropped (deadline, overload) instead of sending; they are absent above. */
-  droppedFrames: number;
-}
-
-/** What `processChunk` resolves with. */
-export interface ChunkResult extends FeatureFrames {
-  /** Chunk number since `startStreaming` (0-based). */
-  chunk: number;
-  /** The chunk's first sample and one past its last, in stream samples. */
-  startSample: number;
-  endSample: number;
-}
-
-/** What `stopStreaming` resolves with: the frames of the stream's last window, and the server's totals. */
-export interface StopResult extends FeatureFrames {
-  /** The `bye` summary (audio seconds, frames, events, drops) of the server stream. */
-  summary: Record<string, unknown>;
-}
-
-interface Block {
-  start: number;
-  n: number;
-  dim: number;
-  data: Float32Array;
-}
+export type { ChunkResult, FeatureFrames, StopResult } from "./ledger.js";
 
 interface Sent {
   index: number;
@@ -71,16 +37,9 @@ interface Sent {
   pending: Pending | undefined;
 }
 
-interface Pending {
+interface Pending extends LedgerChunk {
   sent: Sent;
-  expectedEnd: number;
-  blocks: Block[];
-  dropped: number;
-  done: boolean;
-  abandoned: boolean;
   timer: ReturnType<typeof setTimeout> | undefined;
-  resolve: (r: ChunkResult) => void;
-  reject: (e: unknown) => void;
   /** Settles (never rejects) when the chunk is resolved or rejected. */
   settled: Promise<unknown>;
 }
@@ -104,23 +63,17 @@ const EXPIRED_CODES = new Set(["stream_expired", "resume_refused"]);
 /** A stream of chunks to the server and their features back (see the module comment). */
 export class FeatureStream {
   streamId = "";
-  geometry: WindowGeometry | undefined;
   /** Times the stream was resumed / replaced after a connection loss. */
   resumes = 0;
   replacements = 0;
   private conn: Connection | undefined;
   private resumeToken = "";
-  private segmentStart = 0;
   private segmentGone = false;
   private nextSeq = 0;
   private nextSample = 0;
   private chunkCount = 0;
-  private covered = 0;
-  private output = "";
   private history: Sent[] = [];
-  private pending: Pending[] = [];
-  private tail: Block[] = [];
-  private tailDropped = 0;
+  private readonly ledger = new FrameLedger((c) => this.onSettled(c as Pending));
   private slotWaiters: Array<() => void> = [];
   private reconnecting: Promise<void> | undefined;
   private endRequested = false;
@@ -132,7 +85,7 @@ export class FeatureStream {
 
   /** Chunks sent (or waiting to be resent) whose results have not arrived yet. */
   get inFlightCount(): number {
-    return this.inFlight();
+    return this.ledger.inFlight;
   }
 
   /** Open the stream (retrying transient failures behind the breaker). */
@@ -144,7 +97,7 @@ export class FeatureStream {
   /** Send one chunk; resolves with the frames it completed. */
   async process(samples: Float32Array | Int16Array): Promise<ChunkResult> {
     this.checkOpen();
-    while (this.inFlight() >= this.setup.options.maxQueueSize) {
+    while (this.ledger.inFlight >= this.setup.options.maxQueueSize) {
       await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
       this.checkOpen();
     }
@@ -154,17 +107,17 @@ export class FeatureStream {
     }
     const sent: Sent = { index: this.chunkCount++, start: this.nextSample, end: this.nextSample + samples.length, samples, seq: -1, offset: 0, pending: undefined };
     this.nextSample = sent.end;
+    let p: Pending | undefined;
     const promise = new Promise<ChunkResult>((resolve, reject) => {
-      const p: Pending = {
-        sent, expectedEnd: this.expectedEnd(sent), blocks: [], dropped: 0, done: false, abandoned: false,
-        timer: undefined, resolve, reject, settled: Promise.resolve(),
+      p = {
+        index: sent.index, start: sent.start, end: sent.end, expectedEnd: sent.end, blocks: [], dropped: 0, done: false,
+        abandoned: false, resolve, reject, sent, timer: undefined, settled: Promise.resolve(),
       };
-      sent.pending = p;
-      this.history.push(sent);
-      this.pending.push(p);
     });
-    const p = this.pending[this.pending.length - 1]!;
-    p.settled = promise.then(() => undefined, () => undefined);
+    p!.settled = promise.then(() => undefined, () => undefined);
+    sent.pending = p;
+    this.history.push(sent);
+    this.ledger.add(p!);
     if (this.conn?.open) this.sendAudio(sent, 0);
     else if (!this.reconnecting) void this.reconnect();
     this.settle();
@@ -174,7 +127,7 @@ export class FeatureStream {
   /** Flush: wait for every chunk's results, send `end`, wait for the last window and `bye`. */
   async stop(): Promise<StopResult> {
     this.checkOpen();
-    await Promise.all(this.pending.map((p) => p.settled));
+    await Promise.all(this.ledger.pending.map((p) => (p as Pending).settled));
     if (this.broken !== undefined) {
       const error = this.broken;
       this.close(undefined);
@@ -187,9 +140,7 @@ export class FeatureStream {
       if (this.conn?.open) this.conn.send({ type: "end" });
       else if (!this.reconnecting) void this.reconnect();
       const frame = await bye;
-      const result: StopResult = { ...this.collect(this.tail, this.tailDropped), summary: frame.summary };
-      this.tail = [];
-      return result;
+      return { ...this.ledger.takeTail(), summary: frame.summary };
     } finally {
       clearInterval(watchdog);
       this.close(undefined);
@@ -199,8 +150,7 @@ export class FeatureStream {
   /** Abort: reject everything in flight with `reason` and close the connection. */
   close(reason: OstinatoError | undefined): void {
     this.closed ??= reason ?? new StateError("the stream is stopped", { hint: "call startStreaming() again" });
-    for (const p of this.pending) this.finish(p, this.closed);
-    this.pending = [];
+    this.ledger.failAll(this.closed);
     this.history = [];
     this.endWaiter?.reject(this.closed);
     this.endWaiter = undefined;
@@ -247,7 +197,7 @@ export class FeatureStream {
     this.reconnecting = run().finally(() => {
       this.reconnecting = undefined;
       // Lost again between attaching and here: go on reconnecting.
-      if (!this.conn && !this.closed && this.broken === undefined && (this.pending.length || this.endRequested)) void this.reconnect();
+      if (!this.conn && !this.closed && this.broken === undefined && (this.ledger.pending.length || this.endRequested)) void this.reconnect();
     });
     return this.reconnecting;
   }
@@ -323,40 +273,34 @@ export class FeatureStream {
     this.resumeToken = String(info.resume_token ?? "");
     const first = this.streamId === "";
     this.streamId = ready.stream_id;
-    this.geometry = geometry;
     if (resumed && info.resumed === true) {
       this.resumes++;
       const nextSeq = Number(info.next_seq ?? 0);
       this.nextSeq = nextSeq;
       // The server has every frame before next_seq; resend the rest with the same numbers.
       for (const sent of this.history) if (sent.seq >= nextSeq || sent.seq < 0) this.sendAudio(sent, sent.seq < 0 ? 0 : sent.offset);
-      for (const p of this.pending) if (!p.done) this.arm(p);
+      for (const p of this.ledger.pending) if (!p.done) this.arm(p as Pending);
       this.setup.emitter.emit("connection", { state: "resumed", streamId: this.streamId });
     } else {
       if (!first) this.replacements++;
       this.replay(geometry);
       this.setup.emitter.emit("connection", { state: first ? "connected" : "replaced", streamId: this.streamId });
     }
-    if (this.endRequested && this.pending.length === 0) conn.send({ type: "end" });
+    if (this.endRequested && this.ledger.pending.length === 0) conn.send({ type: "end" });
   }
 
   /** Start a new server stream: resend the kept audio from a window boundary (see module comment). */
   private replay(g: WindowGeometry): void {
-    const stride = g.frameStrideSamples;
-    let start = this.segmentStart + replayStartFrame(Math.max(0, Math.floor((this.covered - this.segmentStart) / stride)), g) * stride;
     const first = this.history[0];
-    start = first === undefined ? this.nextSample : Math.max(start, first.start);
-    this.segmentStart = start;
-    this.covered = Math.max(this.covered, start);
+    const start = first === undefined ? this.nextSample : Math.max(this.ledger.replayStartSample(), first.start);
     this.segmentGone = false;
     this.nextSeq = 0;
+    this.ledger.restart(start, g);
     for (const sent of this.history) {
       if (sent.end <= start) continue;
-      const offset = Math.max(0, start - sent.start);
-      this.sendAudio(sent, offset);
+      this.sendAudio(sent, Math.max(0, start - sent.start));
     }
-    for (const p of this.pending) p.expectedEnd = this.expectedEnd(p.sent);
-    this.settle();
+    this.trimHistory();
   }
 
   private sendAudio(sent: Sent, offset: number): void {
@@ -364,7 +308,7 @@ export class FeatureStream {
     sent.offset = offset;
     const samples = offset ? sent.samples.subarray(offset) : sent.samples;
     try {
-      this.conn!.send({ type: "audio", seq: sent.seq, pcm: encodePcm(samples, this.setup.options.encoding), start_sample: sent.start + offset - this.segmentStart });
+      this.conn!.send({ type: "audio", seq: sent.seq, pcm: encodePcm(samples, this.setup.options.encoding), start_sample: sent.start + offset - this.ledger.segmentStart });
     } catch (e) {
       this.onLost(asError(e));
       return;
@@ -378,7 +322,7 @@ export class FeatureStream {
     this.conn?.abort();
     this.conn = undefined;
     const err = error ?? new ConnectionLostError("the server closed the connection without bye");
-    if (this.pending.length || this.endRequested || !this.segmentGone) {
+    if (this.ledger.pending.length || this.endRequested || !this.segmentGone) {
       this.setup.emitter.emit("connection", { state: "reconnecting", streamId: this.streamId, attempt: 0, delayMs: 0, error: err });
       void this.reconnect();
     }
@@ -397,15 +341,17 @@ export class FeatureStream {
     const { emitter } = this.setup;
     switch (frame.type) {
       case "features":
-        this.onFeatures(frame);
+        this.ledger.features(frame);
+        this.trimHistory();
         return;
       case "event": {
-        const event = eventFromServer(frame.event, this.streamId, this.segmentStart / 16000);
+        const event = eventFromServer(frame.event, this.streamId, this.ledger.segmentStart / 16000);
         if (event) emitter.emit(event.type, event as never);
         return;
       }
       case "status":
-        this.onStatus(frame);
+        this.ledger.status(frame);
+        this.trimHistory();
         emitter.emit("status", statusFromServer(frame, this.streamId));
         return;
       case "error": {
@@ -435,125 +381,22 @@ export class FeatureStream {
     this.segmentGone = true;
   }
 
-  private onFeatures(frame: FeaturesFrame): void {
-    const g = this.geometry!;
-    const stride = frame.frame_stride_samples;
-    this.output = frame.output;
-    let start = this.segmentStart + frame.start_sample;
-    let data = featuresToFloat32(frame);
-    let n = frame.num_frames;
-    if (start < this.covered) {
-      const skip = Math.min(n, Math.ceil((this.covered - start) / stride)); // already delivered
-      data = data.subarray(skip * frame.dim);
-      n -= skip;
-      start += skip * stride;
-    }
-    if (n <= 0) return;
-    if (start > this.covered) this.markLost(start); // dropped by the server, or lost in transit
-    this.route({ start, n, dim: frame.dim, data });
-    this.covered = start + n * stride;
-    this.settle();
-  }
-
-  /**
-   * A status frame is a barrier: the server queues it after the features of every frame it
-   * had emitted (`frames`) or dropped (`window_*` drops, a hop each) until then, on the same
-   * ordered connection. Frames below that line that never arrived are gone — shed by the
-   * server, or written to a connection that died before they reached us — so the chunks
-   * waiting for them resolve with those frames counted as dropped instead of waiting forever.
-   */
-  private onStatus(frame: StatusFrame): void {
-    const g = this.geometry;
-    if (!g) return;
-    const hopFrames = g.hopSamples / g.frameStrideSamples;
-    const droppedWindows = Object.entries(frame.dropped).reduce((n, [k, v]) => (k.startsWith("window_") ? n + v : n), 0);
-    const line = this.segmentStart + (frame.frames + droppedWindows * hopFrames) * g.frameStrideSamples;
-    if (line > this.covered) {
-      this.markLost(line);
-      this.covered = line;
-      this.settle();
-    }
-  }
-
-  /** Count the frames from `covered` up to `until` as dropped, each for the chunk that expected it. */
-  private markLost(until: number): void {
-    const stride = this.geometry!.frameStrideSamples;
-    let lo = this.covered;
-    for (const p of this.pending) {
-      if (lo >= until) return;
-      if (p.expectedEnd <= lo) continue;
-      const hi = Math.min(until, p.expectedEnd);
-      p.dropped += Math.round((hi - lo) / stride);
-      lo = hi;
-    }
-    if (lo < until) this.tailDropped += Math.round((until - lo) / stride);
-  }
-
-  /** Give a block to the chunks whose frames it holds (the rest to the stream's tail). */
-  private route(block: Block): void {
-    const stride = this.geometry!.frameStrideSamples;
-    let b: Block | undefined = block;
-    for (const p of this.pending) {
-      if (!b) return;
-      if (p.expectedEnd <= b.start) continue;
-      const take = Math.min(b.n, Math.ceil((p.expectedEnd - b.start) / stride));
-      if (!p.abandoned) p.blocks.push({ ...b, n: take, data: b.data.subarray(0, take * b.dim) });
-      b = take < b.n ? { start: b.start + take * stride, n: b.n - take, dim: b.dim, data: b.data.subarray(take * b.dim) } : undefined;
-    }
-    if (b) this.tail.push(b);
-  }
-
-  /** Resolve every chunk, oldest first, whose expected frames have all arrived (or were dropped). */
-  private settle(): void {
-    while (this.pending.length && this.pending[0]!.expectedEnd <= this.covered) {
-      const p = this.pending.shift()!;
-      if (!p.abandoned) this.finish(p, undefined);
-    }
-    this.trimHistory();
-  }
-
-  private finish(p: Pending, error: unknown): void {
-    if (p.done) return;
-    p.done = true;
-    clearTimeout(p.timer);
-    if (error === undefined) {
-      const s = p.sent;
-      p.resolve({ chunk: s.index, startSample: s.start, endSample: s.end, ...this.collect(p.blocks, p.dropped) });
-    } else {
-      p.reject(error);
-    }
-    this.slotWaiters.shift()?.();
-  }
-
-  private collect(blocks: Block[], dropped: number): FeatureFrames {
-    const stride = this.geometry?.frameStrideSamples ?? 320;
-    const numFrames = blocks.reduce((s, b) => s + b.n, 0);
-    const dim = blocks[0]?.dim ?? 0;
-    const features = new Float32Array(numFrames * dim);
-    const frameStartSamples: number[] = [];
-    let at = 0;
-    for (const b of blocks) {
-      features.set(b.data, at);
-      at += b.data.length;
-      for (let j = 0; j < b.n; j++) frameStartSamples.push(b.start + j * stride);
-    }
-    return { output: this.output, numFrames, dim, features, frameStartSamples, droppedFrames: dropped };
-  }
-
+  /** Forget audio no replacement stream could need: settled, and before the replay start. */
   private trimHistory(): void {
-    const g = this.geometry;
-    if (!g) return;
-    const stride = g.frameStrideSamples;
-    const keepFrom = this.segmentStart + replayStartFrame(Math.floor((this.covered - this.segmentStart) / stride), g) * stride;
+    const keepFrom = this.ledger.replayStartSample();
     while (this.history.length && this.history[0]!.end <= keepFrom && (this.history[0]!.pending?.done ?? true)) this.history.shift();
   }
 
   // -- bookkeeping ----------------------------------------------------------------------------
 
-  private expectedEnd(sent: Sent): number {
-    const g = this.geometry;
-    if (!g) return sent.end;
-    return this.segmentStart + framesEmitted(sent.end - this.segmentStart, g) * g.frameStrideSamples;
+  private settle(): void {
+    this.ledger.settle();
+    this.trimHistory();
+  }
+
+  private onSettled(p: Pending): void {
+    clearTimeout(p.timer);
+    this.slotWaiters.shift()?.();
   }
 
   private arm(p: Pending): void {
@@ -579,23 +422,18 @@ export class FeatureStream {
       return;
     }
     p.abandoned = true;
-    this.finish(p, new RequestTimeoutError(`no results for chunk ${p.sent.index} within ${this.setup.timeoutMs} ms; the server is alive but behind`, {
+    this.ledger.finish(p, new RequestTimeoutError(`no results for chunk ${p.sent.index} within ${this.setup.timeoutMs} ms; the server is alive but behind`, {
       hint: "the server is overloaded (see the lag in status events); raise timeoutMs or send less audio",
     }));
   }
 
   private fail(error: OstinatoError): void {
-    for (const p of this.pending) this.finish(p, error);
-    this.pending = [];
+    this.ledger.failAll(error);
     this.history = [];
     this.segmentGone = true;
-    this.covered = this.nextSample;
+    this.ledger.covered = this.nextSample;
     this.endWaiter?.reject(error);
     this.endWaiter = undefined;
-  }
-
-  private inFlight(): number {
-    return this.pending.filter((p) => !p.done).length;
   }
 
   private checkOpen(): void {
