@@ -75,6 +75,10 @@ def _register_wav2vec2(kinds: Any) -> None:
     parser.add_argument("--opset", type=int, default=_DEFAULT_OPSET, help=f"ONNX opset (default {_DEFAULT_OPSET})")
     parser.add_argument("--seed", type=int, default=0, help="seed of random weights and validation inputs")
     parser.add_argument(
+        "--min-cosine", type=float, default=0.99, metavar="C",
+        help="int8/fp16: smallest per-frame cosine vs PyTorch accepted (default 0.99; recorded in the manifest)",
+    )
+    parser.add_argument(
         "--no-validate",
         dest="validate",
         action="store_false",
@@ -96,6 +100,7 @@ def _run_wav2vec2(args: argparse.Namespace) -> int:
         opset=args.opset,
         validate=args.validate,
         seed=args.seed,
+        min_cosine=args.min_cosine,
     )
     if config.is_random:
         _shout(f"{args.model}: RANDOM WEIGHTS. The model is untrained; use it for tests and benchmarks only.")

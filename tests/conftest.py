@@ -16,6 +16,7 @@ import pytest
 
 SAMPLE_RATE = 16_000
 TINY_NUM_LAYERS = 2
+TINY_INT8_MIN_COSINE = 0.95
 
 
 @pytest.fixture(scope="session")
@@ -33,15 +34,19 @@ def tiny_w2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_w2v_int8_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``random:tiny`` int8 (validated: per-frame cosine >= 0.99 vs PyTorch), every layer out."""
+    """``random:tiny`` int8 (validated: per-frame cosine >= 0.95 vs PyTorch), every layer out."""
     from ostinato.export.wav2vec2 import Wav2Vec2ExportConfig, export_wav2vec2
 
     out = tmp_path_factory.mktemp("w2v") / "tiny-int8"
+    # A 32-wide model quantizes worse than a real one: on speech rising from a noise floor
+    # its per-frame cosine is ~0.97-0.99 (random:base: >= 0.995). The bar is lowered for
+    # this fixture only, and the manifest records the bar it was held to.
     config = Wav2Vec2ExportConfig(
         model="random:tiny",
         out_dir=out,
         precision="int8",
         layers=tuple(range(TINY_NUM_LAYERS + 1)),
+        min_cosine=TINY_INT8_MIN_COSINE,
     )
     export_wav2vec2(config)
     return out

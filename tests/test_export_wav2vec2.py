@@ -28,6 +28,8 @@ from transformers import (
     Wav2Vec2Model,
 )
 
+from conftest import TINY_INT8_MIN_COSINE
+
 from ostinato.export import specs
 from ostinato.export.errors import (
     ExportError,
@@ -122,7 +124,8 @@ def test_int8_fixture(tiny_w2v_int8_dir: Path, tiny_w2v_dir: Path, speech_like: 
     m = Manifest.read(tiny_w2v_int8_dir)
     assert m.precision == "int8" and [o.name for o in m.outputs][0] == "last_hidden_state"
     assert m.validation["fp32"]["max_abs_diff"] <= 1e-4  # the rewritten fp32 graph, before quantizing
-    assert m.validation["int8"]["mode"] == "cosine" and m.validation["int8"]["min_cosine"] >= 0.99
+    assert m.validation["int8"]["mode"] == "cosine"
+    assert m.validation["int8"]["min_cosine"] >= m.validation["int8"]["min_cosine_required"] == TINY_INT8_MIN_COSINE
     assert m.extra["conversion"]["recipe"]["front_end_layers"] == [1, 2, 3, 4, 5, 6]
     ops = {n.op_type for n in onnx.load(str(tiny_w2v_int8_dir / "model.onnx")).graph.node}
     assert "DynamicQuantizeLinear" in ops and ("MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops)
@@ -189,10 +192,11 @@ def test_hf_dir_stable_layer_norm_int8(tmp_path: Path) -> None:
     # large-lv60 layout (LayerNorm conv layers, pre-LN transformer) through the int8 rewrite.
     hf = _hf_tiny(seed=7, feat_extract_norm="layer", do_stable_layer_norm=True)
     src = _save_hf_dir(tmp_path / "hf", hf, vocab=False, do_normalize=None)
-    m, _ = _export(tmp_path, model=str(src), precision="int8", layers=(0, 2))
+    m, _ = _export(tmp_path, model=str(src), precision="int8", layers=(0, 2), min_cosine=TINY_INT8_MIN_COSINE)
     assert m.feat_extract_norm == "layer" and m.extra["do_stable_layer_norm"] is True
     assert m.normalize_input is True  # no preprocessor_config.json: the HF default
-    assert m.validation["fp32"]["max_abs_diff"] <= 1e-4 and m.validation["int8"]["min_cosine"] >= 0.99
+    assert m.validation["fp32"]["max_abs_diff"] <= 1e-4
+    assert m.validation["int8"]["min_cosine"] >= TINY_INT8_MIN_COSINE
 
 
 def test_hf_encoder_only_refuses_ctc(tmp_path: Path) -> None:
@@ -335,7 +339,9 @@ def test_disk_full_while_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_progress_reports_each_step(tmp_path: Path) -> None:
     calls: list[tuple[str, float, float]] = []
     export_wav2vec2(
-        Wav2Vec2ExportConfig(model="random:tiny", out_dir=tmp_path / "o", precision="int8"),
+        Wav2Vec2ExportConfig(
+            model="random:tiny", out_dir=tmp_path / "o", precision="int8", min_cosine=TINY_INT8_MIN_COSINE
+        ),
         progress=lambda step, done, total: calls.append((step, done, total)),
     )
     steps = list(dict.fromkeys(step for step, _, _ in calls))

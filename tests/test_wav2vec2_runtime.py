@@ -159,7 +159,10 @@ def test_int8_stays_close_to_fp32(tiny_w2v_dir: Path, tiny_w2v_int8_dir: Path, s
     with Wav2Vec2Model.from_dir(tiny_w2v_dir, "cpu") as fp32, Wav2Vec2Model.from_dir(tiny_w2v_int8_dir, "cpu") as int8:
         assert int8.manifest.precision == "int8"
         cos = _cos(fp32.features(audio, 16000).frames, int8.features(audio, 16000).frames)
-    assert cos.min() >= 0.99
+        required = int8.manifest.validation["int8"]["min_cosine_required"]
+    # What the export's validation promised holds on audio it never saw.
+    assert cos.min() >= required
+    assert np.median(cos) >= 0.995
 
 
 def test_registry_and_damaged_models(tiny_w2v_dir: Path, tmp_path: Path) -> None:
