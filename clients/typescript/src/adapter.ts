@@ -157,6 +157,8 @@ export class Wav2Vec2FeatureAdapter {
     if (this.state === "streaming") throw new StateError("initialize() while streaming", { hint: "call stopStreaming() first" });
     const checked = validateModelConfig(config);
     this.modelDir = this.options.modelDir ?? (await this.borrowModelDir());
+    const previous = this.registered ? this.config?.name : undefined;
+    if (previous !== undefined && previous !== checked.name) await this.forget(previous); // re-initialized under a new name
     this.config = checked;
     const info = await this.register({}, false);
     this.state = "initialized";
@@ -261,14 +263,18 @@ export class Wav2Vec2FeatureAdapter {
       }
       stream.close(new DisposedError("the adapter was disposed"));
     }
-    if (this.registered && this.config) {
-      try {
-        await this.http.request({ method: "DELETE", path: `/v1/models/${encodeURIComponent(this.config.name)}` });
-      } catch (e) {
-        if (!(e instanceof ServerError && (e.status === 404 || e.status === 409))) this.report(e);
-      }
-    }
+    if (this.registered && this.config) await this.forget(this.config.name);
     this.emitter.removeAll();
+  }
+
+  /** Delete a model this adapter registered (best effort: gone already, or in use by others, is fine). */
+  private async forget(name: string): Promise<void> {
+    this.registered = false;
+    try {
+      await this.http.request({ method: "DELETE", path: `/v1/models/${encodeURIComponent(name)}` });
+    } catch (e) {
+      if (!(e instanceof ServerError && (e.status === 404 || e.status === 409))) this.report(e);
+    }
   }
 
   // -- server calls --------------------------------------------------------------------------

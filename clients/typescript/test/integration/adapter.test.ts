@@ -151,7 +151,9 @@ describe("Wav2Vec2FeatureAdapter on a real server", { timeout: 120_000 }, () => 
 
   it("disposes twice safely, mid-stream, and refuses every later call", async () => {
     const adapter = adapterFor(server.url, { model: "base" });
+    await adapter.initialize({ name: "first-name" });
     await adapter.initialize({ name: "disposable" });
+    assert.ok(!(await models()).includes("first-name"), "re-initializing under a new name forgets the old entry");
     await adapter.startStreaming(OPTIONS);
     await adapter.processChunk(new Float32Array(3200));
     await Promise.all([adapter.dispose(), adapter.dispose()]);
