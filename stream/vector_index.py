@@ -55,21 +55,33 @@ class FlatIndex:
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
-        self._vectors = np.zeros((0, dim), dtype=np.float32)
+        self._store = np.zeros((16, dim), dtype=np.float32)  # grows by doubling: O(1) inserts
         self._keys = np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self._keys.size)
 
+    @property
+    def _vectors(self) -> npt.NDArray[np.float32]:
+        return self._store[: self._keys.size]
+
     def add(self, keys: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> None:
         """Append vectors (``[n, dim]``) under integer keys."""
-        self._vectors = np.vstack([self._vectors, np.asarray(vectors, np.float32).reshape(-1, self.dim)])
+        new = np.asarray(vectors, np.float32).reshape(-1, self.dim)
+        n = self._keys.size
+        if n + len(new) > len(self._store):
+            grown = np.zeros((max(2 * len(self._store), n + len(new)), self.dim), np.float32)
+            grown[:n] = self._store[:n]
+            self._store = grown
+        self._store[n : n + len(new)] = new
         self._keys = np.concatenate([self._keys, np.asarray(keys, np.int64).ravel()])
 
     def remove(self, keys: npt.NDArray[np.int64]) -> None:
         """Drop the given keys (unknown keys are ignored)."""
         keep = ~np.isin(self._keys, np.asarray(keys, np.int64))
-        self._vectors, self._keys = self._vectors[keep], self._keys[keep]
+        kept = self._vectors[keep]
+        self._store[: len(kept)] = kept
+        self._keys = self._keys[keep]
 
     def search(self, vector: npt.NDArray[np.float32], k: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """Top-``k`` keys by inner product, best first."""
