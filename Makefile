@@ -6,7 +6,7 @@ CACHE ?= $(HOME)/.cache/ostinato
 DEMO_MODEL := $(CACHE)/models/random-base-int8
 DEMO_WAV := ostinato/data/demo.wav
 
-.PHONY: setup demo test test-ts typecheck check-wheels bench bench-full clean-cache
+.PHONY: setup demo test test-ts typecheck check-wheels bench bench-full bench-check clean-cache
 
 setup: $(VENV)/.installed
 
@@ -51,11 +51,16 @@ typecheck: setup
 check-wheels: setup
 	$(PY) scripts/check_wheels.py
 
+# Every bench/ script (quick: <= 10 min on 2 cores) into bench/results/<UTC time>/, then
+# bench/REPORT.md + bench/plots/. bench-check compares the newest run's ratios with bench/baseline.json.
 bench: setup
-	$(PY) bench/bench_wav2vec2.py --quick
+	$(PY) bench/run_all.py --quick; rc=$$?; $(PY) bench/report.py; exit $$rc
 
 bench-full: setup
-	$(PY) bench/bench_wav2vec2.py
+	$(PY) bench/run_all.py --full; rc=$$?; $(PY) bench/report.py; exit $$rc
+
+bench-check: setup
+	$(PY) bench/check.py
 
 clean-cache:
 	rm -rf $(CACHE)
