@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "ostinato.cmd_devices",
     "ostinato.cmd_match",
     "ostinato.cmd_library",
+    "ostinato.cmd_plan",
 )
 
 
