@@ -4,8 +4,9 @@
  * a proxy whose connections can be cut, a server that accepts and never answers).
  */
 
-import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -53,12 +54,24 @@ async function once(name: string, make: (dir: string) => Promise<void>, done: (d
   return dir;
 }
 
-/** Export `random:tiny` once per machine (cached; RANDOM WEIGHTS, labelled so by the export). */
+/** A key that changes whenever the exporter or runtime sources change (so a cached model is never stale). */
+function sourceKey(): string {
+  try {
+    const listing = execFileSync("git", ["-C", REPO_DIR, "ls-files", "-s", "export", "runtime"], { encoding: "utf8" });
+    const dirty = execFileSync("git", ["-C", REPO_DIR, "diff", "HEAD", "--", "export", "runtime"], { encoding: "utf8" });
+    return createHash("sha1").update(listing).update(dirty).digest("hex").slice(0, 12);
+  } catch {
+    return "nogit";
+  }
+}
+
+/** Export `random:tiny` once per exporter version (cached; RANDOM WEIGHTS, labelled so by the export). */
 export function tinyModel(): Promise<string> {
   return once(
-    "tiny",
+    `tiny-${sourceKey()}`,
     async (dir) => {
       rmSync(dir, { recursive: true, force: true });
+      for (const old of readdirSync(CACHE)) if (/^tiny-[0-9a-f]+$|^tiny-nogit$/.test(old) && join(CACHE, old) !== dir) rmSync(join(CACHE, old), { recursive: true, force: true });
       await run(python(), ["-m", "ostinato", "export", "wav2vec2", "--model", "random:tiny", "--out", dir], { cwd: REPO_DIR, timeout: 300_000 });
     },
     (dir) => existsSync(join(dir, "ostinato.json")) && existsSync(join(dir, "model.onnx")),
