@@ -99,6 +99,12 @@ def _service_p99_growth(rows: Rows) -> float | None:
     return float(svc[-1]["feature_latency_p99_ms"]) / float(svc[0]["feature_latency_p99_ms"])
 
 
+def _plan_cpu_error(rows: Rows) -> float | None:
+    """|measured / predicted - 1| of ``ostinato plan``'s CPU prediction, in % (worst stream count)."""
+    vals = [float(r["cpu_error_pct"]) for r in rows.get("bench_plan", []) if r.get("bench") == "plan_vs_run"]
+    return max(vals) if vals else None
+
+
 EXTRACTORS: dict[str, Callable[[Rows], float | None]] = {
     "wav2vec2.ort_int8_speedup_vs_torch": _w2v_speedup("ort-int8"),
     "wav2vec2.ort_fp32_speedup_vs_torch": _w2v_speedup("ort-fp32"),
@@ -109,7 +115,12 @@ EXTRACTORS: dict[str, Callable[[Rows], float | None]] = {
     "matcher.f1_ostinato_logmel": _matcher_f1("ostinato"),
     "fidelity.best_cos_min_vs_offline": _fidelity_cos_min,
     "service.p99_latency_most_over_fewest_clients": _service_p99_growth,
+    "plan.cpu_prediction_error_pct": _plan_cpu_error,
 }
+
+
+LOWER_IS_BETTER = frozenset({"stream.pipeline_overhead_pct_vs_raw_run_batch", "service.p99_latency_most_over_fewest_clients",
+                             "plan.cpu_prediction_error_pct"})
 
 
 def extract_metrics(rows: Rows) -> dict[str, float]:
@@ -158,22 +169,24 @@ def compare(metrics: dict[str, float], baseline: dict[str, Any]) -> list[Verdict
 
 def _write_baseline(path: Path, metrics: dict[str, float], source: Path, old: dict[str, Any]) -> None:
     specs = old.get("metrics", {})
-    new = {name: {**specs.get(name, {"direction": "higher", "tolerance_rel": 0.5}), "value": value}
-           for name, value in metrics.items()}
+    new = dict(specs)  # metrics absent from this run keep their old entry
+    for name, value in metrics.items():
+        default = {"direction": "lower" if name in LOWER_IS_BETTER else "higher", "tolerance_rel": 0.5}
+        new[name] = {**specs.get(name, default), "value": value}
     doc = {**{k: v for k, v in old.items() if k != "metrics"}, "seeded_from": str(source), "metrics": new}
     path.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("results", type=Path, nargs="?", default=None, help="results folder (default: newest in bench/results)")
+    p.add_argument("results", type=Path, nargs="?", default=None, help="results folder (default: the newest run in bench/results)")
     p.add_argument("--baseline", type=Path, default=BENCH / "baseline.json")
     p.add_argument("--require-all", action="store_true", help="a baseline metric absent from the run fails the check")
     p.add_argument("--write-baseline", type=Path, default=None, help="write the run's metrics as a baseline here and exit")
     args = p.parse_args(argv)
     folder = args.results
     if folder is None:
-        found = sorted(d for d in (BENCH / "results").glob("*") if d.is_dir() and any(d.glob("*.jsonl")))
+        found = sorted((d for d in (BENCH / "results").glob("*") if (d / "run.json").exists()), key=lambda d: (d / "run.json").stat().st_mtime)
         folder = found[-1] if found else None
     if folder is None or not folder.is_dir():
         print(f"check: no results folder ({folder}); run bench/run_all.py first", file=sys.stderr)

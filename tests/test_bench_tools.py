@@ -131,10 +131,14 @@ def test_check_rejects_bad_baseline_and_seeds_one(tmp_path: Path) -> None:
     assert check.main([str(run), "--baseline", str(bad)]) == 2
     seeded = tmp_path / "seeded.json"
     seeded.write_text(json.dumps({"note": "keep me", "metrics": {
-        "stream.pipeline_overhead_pct_vs_raw_run_batch": {"value": 99, "direction": "lower", "tolerance_abs": 4}}}))
+        "stream.pipeline_overhead_pct_vs_raw_run_batch": {"value": 99, "direction": "lower", "tolerance_abs": 4},
+        "gama.audio_ort_fp32_speedup_vs_torch": {"value": 2.0, "direction": "higher", "tolerance_rel": 0.5}}}))
     assert check.main([str(run), "--write-baseline", str(seeded)]) == 0
     doc = json.loads(seeded.read_text())
     assert doc["note"] == "keep me"
     spec = doc["metrics"]["stream.pipeline_overhead_pct_vs_raw_run_batch"]
     assert spec == {"value": 3.0, "direction": "lower", "tolerance_abs": 4}
+    # absent from the run: kept as it was; new metrics get their known direction
+    assert doc["metrics"]["gama.audio_ort_fp32_speedup_vs_torch"]["value"] == 2.0
+    assert doc["metrics"]["wav2vec2.ort_int8_speedup_vs_torch"]["direction"] == "higher"
     assert check.main([str(run), "--baseline", str(seeded)]) == 0
