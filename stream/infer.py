@@ -66,8 +66,8 @@ class InferenceConfig:
     Args:
         batch_size: Most windows per model run (the seed config uses 4).
         max_wait_ms: Longest wait for more windows once one is ready.
-        max_lag_s: Windows older than this when their batch would start are dropped
-            (``inf`` disables the deadline, e.g. for offline files).
+        max_lag_s: Windows whose newest audio arrived longer ago than this when their batch
+            would start are dropped (``inf`` disables the deadline, e.g. for offline files).
         output: Model output to emit (``None``: the model's default output).
         retry: Retries of transient inference failures.
         breaker: Circuit breaker around inference.
@@ -323,7 +323,7 @@ class InferenceStage:
     def _apply_deadline(self, batch: list[Window]) -> list[Window]:
         self.stats.windows_in += len(batch)
         now = self._clock()
-        ages = [now - w.ready_s for w in batch if w.ready_s > 0]
+        ages = [now - t for t in map(_arrival_s, batch) if t > 0]
         lag_s = max(ages, default=0.0)
         if self._metrics is not None:
             self._metrics.lag.set(lag_s)
@@ -333,7 +333,8 @@ class InferenceStage:
             return batch
         kept = []
         for w in batch:
-            if w.ready_s > 0 and now - w.ready_s > self.config.max_lag_s:
+            arrival_s = _arrival_s(w)
+            if arrival_s > 0 and now - arrival_s > self.config.max_lag_s:
                 self._drop(w, "deadline")
             else:
                 kept.append(w)
@@ -476,6 +477,12 @@ class InferenceStage:
     def _set_queue(self, inbox: Channel[Any]) -> None:
         if self._health is not None:
             self._health.set_queue(STAGE, inbox.depth, inbox.capacity)
+
+
+def _arrival_s(window: Window) -> float:
+    # Age counts from when the newest audio in the window reached the source (time spent in
+    # the source queue is lag too); windows without that stamp count from when they were cut.
+    return window.received_s if window.received_s > 0 else window.ready_s
 
 
 def _num_frames(n: int, stride: int, field: int) -> int:

@@ -145,7 +145,7 @@ class StreamMetrics:
         )
         self.lag = Gauge(
             "ostinato_pipeline_lag_seconds",
-            "Age of the newest window when its batch started (worst stream)",
+            "Age of the newest audio in a batch when the batch started (worst stream)",
             registry=r,
         )
         self.frames_out = Counter(
