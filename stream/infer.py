@@ -130,7 +130,7 @@ class InferenceStage:
             several times to share one thread-safe session between threads.
         config: Batching/deadline/resilience settings.
         metrics: Metrics to update (optional).
-        health: Health monitor to feed (optional).
+        health: Health monitor to feed (optional; a pipeline attaches its own when unset).
         on_drop: Called as ``(window, reason)`` for every window not inferred (settable
             later through the ``on_drop`` attribute; the pipeline sets it).
         own_models: Close the models in :meth:`close` (set by :meth:`from_dir`).
@@ -165,7 +165,7 @@ class InferenceStage:
         self._models = list(models)
         self._own_models = own_models
         self._metrics = metrics
-        self._health = health
+        self.health = health
         self.on_drop = on_drop
         self._clock = clock
         self._workers = [
@@ -327,8 +327,8 @@ class InferenceStage:
         lag_s = max(ages, default=0.0)
         if self._metrics is not None:
             self._metrics.lag.set(lag_s)
-        if self._health is not None:
-            self._health.set_lag(STAGE, lag_s)
+        if self.health is not None:
+            self.health.set_lag(STAGE, lag_s)
         if math.isinf(self.config.max_lag_s) or lag_s <= self.config.max_lag_s:
             return batch
         kept = []
@@ -373,15 +373,15 @@ class InferenceStage:
             return None
         self.breaker.record_success()
         self._note_breaker()
-        if self._health is not None:
-            self._health.observe_outcome(STAGE, True)
-            self._health.observe_latency(STAGE, result.inference_s)
+        if self.health is not None:
+            self.health.observe_outcome(STAGE, True)
+            self.health.observe_latency(STAGE, result.inference_s)
         return result
 
     def _on_failure(self, e: Exception, batch: list[Window]) -> None:
         error_class = self._count_error(e)
-        if self._health is not None:
-            self._health.observe_outcome(STAGE, False)
+        if self.health is not None:
+            self.health.observe_outcome(STAGE, False)
         if error_class is ErrorClass.PERMANENT:
             raise StageError(f"inference failed permanently: {e}") from e
         if error_class is ErrorClass.TRANSIENT:
@@ -471,12 +471,12 @@ class InferenceStage:
         return error_class
 
     def _note_breaker(self) -> None:
-        if self._health is not None:
-            self._health.set_breaker(STAGE, self.breaker.state.value)
+        if self.health is not None:
+            self.health.set_breaker(STAGE, self.breaker.state.value)
 
     def _set_queue(self, inbox: Channel[Any]) -> None:
-        if self._health is not None:
-            self._health.set_queue(STAGE, inbox.depth, inbox.capacity)
+        if self.health is not None:
+            self.health.set_queue(STAGE, inbox.depth, inbox.capacity)
 
 
 def _arrival_s(window: Window) -> float:

@@ -176,6 +176,8 @@ class Pipeline:
         self.health = health if health is not None else HealthMonitor(metrics=self.metrics)
         self._clock = clock
         stage.on_drop = self._on_window_drop
+        if stage.health is None:
+            stage.health = self.health
         self._sources: dict[str, Source] = {}
         self._pending: list[Source] = []
         self._streams: dict[str, StreamStats] = {}
@@ -279,6 +281,10 @@ class Pipeline:
         st = self.stage.stats
         elapsed_s = (self._ended_s or self._clock()) - self._started_s if self._started_s else 0.0
         audio_s = sum(s.samples_in for s in self._all_streams()) / self.stage.sample_rate
+        if self._chunk_channels:
+            fullest = max(self._chunk_channels, key=lambda c: c.depth / c.capacity)
+            self.health.set_queue("source", fullest.depth, fullest.capacity)
+        self.health.set_queue("sink", self._features.depth, self._features.capacity)
         overall = self.health.overall()
         self._peak_rss = max(self._peak_rss, process_rss_bytes())
         return PipelineStatus(
@@ -437,7 +443,9 @@ class Pipeline:
                 raise StageError(f"consumer {type(consumer).__name__} failed: {e}") from e
             logger.warning("consumer %s rejected an item: %s", type(consumer).__name__, e)
         finally:
-            self.metrics.stage_latency.labels("sink").observe(time.perf_counter() - started)
+            elapsed_s = time.perf_counter() - started
+            self.metrics.stage_latency.labels("sink").observe(elapsed_s)
+            self.health.observe_latency("sink", elapsed_s)
 
     async def _supervise(self) -> None:
         """Waits for a stop request (or the natural end) and enforces the drain timeout."""

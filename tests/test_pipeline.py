@@ -317,3 +317,23 @@ async def test_stress_eight_streams_at_full_speed(tmp_path: Path, tiny_w2v_dir: 
         assert s.frames_expected > 0 and s.frames_out + s.frames_dropped == s.frames_expected
     assert counted["frames"] == summary.frames == sum(s.frames_out for s in summary.streams)
     assert process_rss_bytes() - rss_before < 300e6
+
+
+async def test_health_reports_saturation_and_stage_latency(shared_model: Wav2Vec2Model, sine: Callable[..., Any]) -> None:
+    rec = Recorder(delay_s=0.01)
+    pipeline = Pipeline([ArraySource(sine(220, 3.0), block_samples=800)], _stage(shared_model), [rec],
+                        PipelineConfig(windower=SMALL, features_queue=1, window_queue_windows=1))
+    seen: set[str] = set()
+
+    async def watch() -> None:
+        while True:
+            status = pipeline.status()
+            seen.update(r.split(":")[0] for r in status.reasons)
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.ensure_future(watch())
+    summary = await pipeline.run()
+    watcher.cancel()
+    assert "queue saturated" in seen  # a slow sink fills its 1-item queue
+    assert set(summary.health) >= {"inference", "sink", "source"}
+    assert pipeline.stage.health is pipeline.health
