@@ -78,6 +78,11 @@ SCRIPTS: tuple[Script, ...] = (
          "--plots", "{out}/matcher_plots"),
         ("--plots", "{out}/matcher_plots"), 150, 7200,
     ),
+    Script(
+        "bench_plan",
+        ("--model", "{model}", "--streams", "2", "--seconds", "8", "--calibrate-s", "2", "--batch-size", "2"),
+        ("--model", "{model}"), 90, 900, needs_model=True,
+    ),
     Script("bench_gama", ("--quick",), (), 90, 3600),
     Script(
         "vector_index_bench",

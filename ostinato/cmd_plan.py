@@ -64,7 +64,9 @@ class PlanConfig:
 class Calibration:
     """What one session measured on the window shape.
 
-    ``wall_s``/``cpu_s`` map batch size → median seconds per ``run_batch`` call.
+    ``wall_s``/``cpu_s`` map batch size → median seconds per ``run_batch`` call. Memory: the
+    process before loading, the one-time cost of the first load (ONNX Runtime's libraries),
+    each session's own cost (a second load of the same model) and its arena after running.
     """
 
     window_samples: int
@@ -73,7 +75,8 @@ class Calibration:
     wall_s: dict[int, float]
     cpu_s: dict[int, float]
     process_rss_mb: float
-    model_rss_mb: float
+    runtime_rss_mb: float
+    session_rss_mb: float
     arena_rss_mb: float
     provider: str
 
@@ -125,7 +128,8 @@ def predict(cal: Calibration, cfg: PlanConfig) -> Plan:
     per_stream_bytes = 4 * (cal.window_samples + _QUEUED_WINDOWS * round(cfg.hop_s * 16000))
     per_stream_bytes += 4 * _QUEUED_WINDOWS * cal.frames_per_window * cal.feature_floats_per_frame
     per_stream_mb = per_stream_bytes / 2**20
-    memory_mb = cal.process_rss_mb + cfg.workers * (cal.model_rss_mb + cal.arena_rss_mb) + cfg.streams * per_stream_mb
+    memory_mb = (cal.process_rss_mb + cal.runtime_rss_mb + cfg.workers * (cal.session_rss_mb + cal.arena_rss_mb)
+                 + cfg.streams * per_stream_mb)
     return Plan(cfg.streams, batch, windows_per_s, cpu_cores, utilization, max_streams,
                 cfg.streams <= max_streams, latency_ms, algorithmic_ms, per_stream_mb, memory_mb)
 
@@ -167,8 +171,11 @@ def calibrate(model_dir: Path, cfg: PlanConfig, provider: str, threads: int, sec
         frames = model.num_frames(cfg.window_samples)
         ran = _rss_mb()
         provider_used = model.session.providers[0]
-    return Calibration(cfg.window_samples, frames, floats, wall, cpu, before, loaded - before,
-                       max(0.0, ran - loaded), provider_used)
+        with Wav2Vec2Model.from_dir(model_dir, provider, threads):
+            session_mb = max(0.0, _rss_mb() - ran)
+    first_mb = max(0.0, loaded - before)
+    return Calibration(cfg.window_samples, frames, floats, wall, cpu, before, max(0.0, first_mb - session_mb),
+                       min(session_mb, first_mb), max(0.0, ran - loaded), provider_used)
 
 
 def register(sub: Any) -> None:
@@ -204,8 +211,9 @@ def run(args: argparse.Namespace) -> int:
         ("windows per second", f"{plan.windows_per_s:.1f} (batches of {plan.batch})"),
         ("CPU use", f"{plan.cpu_cores:.2f} cores ({100 * plan.cpu_cores / cores:.0f} % of {cores})"),
         ("session utilization", f"{100 * plan.session_utilization:.0f} %"),
-        ("memory", f"{plan.memory_mb:.0f} MB (process {cal.process_rss_mb:.0f} + {cfg.workers} x (model "
-                   f"{cal.model_rss_mb:.0f} + arena {cal.arena_rss_mb:.0f}) + {cfg.streams} x {plan.per_stream_mb:.2f})"),
+        ("memory", f"{plan.memory_mb:.0f} MB (process {cal.process_rss_mb:.0f} + runtime {cal.runtime_rss_mb:.0f} + "
+                   f"{cfg.workers} x (session {cal.session_rss_mb:.0f} + arena {cal.arena_rss_mb:.0f}) + "
+                   f"{cfg.streams} x {plan.per_stream_mb:.2f})"),
         ("per-stream latency", f"{plan.latency_ms:.0f} ms ({plan.algorithmic_latency_ms:.0f} window geometry + "
                                f"{plan.latency_ms - plan.algorithmic_latency_ms:.0f} inference, no queueing)"),
         ("max real-time streams", f"{plan.max_streams} (at {100 * cfg.target_utilization:.0f} % utilization)"),

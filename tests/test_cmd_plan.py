@@ -15,7 +15,7 @@ from ostinato.stream.errors import ConfigError
 def _calibration(wall_1: float = 0.02, wall_4: float = 0.06) -> Calibration:
     return Calibration(window_samples=31680, frames_per_window=98, feature_floats_per_frame=64,
                        wall_s={1: wall_1, 4: wall_4}, cpu_s={1: wall_1 * 0.9, 4: wall_4 * 0.9},
-                       process_rss_mb=60.0, model_rss_mb=10.0, arena_rss_mb=5.0, provider="CPUExecutionProvider")
+                       process_rss_mb=60.0, runtime_rss_mb=20.0, session_rss_mb=10.0, arena_rss_mb=5.0, provider="CPUExecutionProvider")
 
 
 def test_predict_arithmetic_is_consistent() -> None:
@@ -35,7 +35,7 @@ def test_predict_arithmetic_is_consistent() -> None:
     assert plan.latency_ms == pytest.approx(485 + per_window_wall * 3 * 1000)
     per_stream = 4 * (31680 + 8 * 8000 + 8 * 98 * 64) / 2**20
     assert plan.per_stream_mb == pytest.approx(per_stream)
-    assert plan.memory_mb == pytest.approx(60 + 2 * 15 + 6 * per_stream)
+    assert plan.memory_mb == pytest.approx(60 + 20 + 2 * 15 + 6 * per_stream)
 
 
 def test_more_streams_cost_more_and_a_slow_model_is_not_sustainable() -> None:
@@ -60,7 +60,7 @@ def test_calibrate_on_tiny_model_and_cli_table(tiny_w2v_dir: Path, capsys: pytes
     cal = calibrate(tiny_w2v_dir, cfg, "cpu", 1, 0.5)
     assert set(cal.wall_s) == {1, 2} and all(v > 0 for v in cal.wall_s.values())
     assert cal.window_samples == cfg.window_samples and cal.frames_per_window == (cfg.window_samples - 400) // 320 + 1
-    assert cal.feature_floats_per_frame > 0 and cal.model_rss_mb >= 0
+    assert cal.feature_floats_per_frame > 0 and cal.session_rss_mb >= 0 and cal.runtime_rss_mb >= 0
     rc = main(["plan", "--model", str(tiny_w2v_dir), "--streams", "2", "--calibrate-s", "0.5", "--batch-size", "2"])
     out = capsys.readouterr().out
     assert rc in (0, 1)
