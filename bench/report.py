@@ -205,13 +205,13 @@ def build_report(run: dict[str, Any], results: dict[str, list[dict[str, Any]]], 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("results", type=Path, nargs="?", default=None, help="results folder (default: newest in bench/results)")
+    p.add_argument("results", type=Path, nargs="?", default=None, help="results folder (default: the newest run in bench/results)")
     p.add_argument("--report", type=Path, default=BENCH / "REPORT.md")
     p.add_argument("--plots", type=Path, default=BENCH / "plots")
     args = p.parse_args(argv)
     folder = args.results
     if folder is None:
-        found = sorted(d for d in (BENCH / "results").glob("*") if (d / "run.json").exists())
+        found = sorted((d for d in (BENCH / "results").glob("*") if (d / "run.json").exists()), key=lambda d: (d / "run.json").stat().st_mtime)
         if not found:
             print("report: no results folder found; run bench/run_all.py first", file=sys.stderr)
             return 2
@@ -220,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report: {folder} is not a folder; give a bench/run_all.py results folder", file=sys.stderr)
         return 2
     run, results = load_results(folder)
+    try:
+        folder = folder.resolve().relative_to(BENCH.parent)
+    except ValueError:
+        pass
     plots = make_plots(results, args.plots)
     try:
         rel = str(args.plots.resolve().relative_to(args.report.resolve().parent))
