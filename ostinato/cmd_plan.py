@@ -143,7 +143,8 @@ def _rss_mb() -> float:
 
 def _time_batch(model: Any, windows: np.ndarray, seconds: float) -> tuple[float, float]:
     model.run_batch(windows)  # warm-up: allocations and first-run tuning
-    walls, cpus = [], []
+    walls: list[float] = []
+    cpus: list[float] = []
     started = time.perf_counter()
     while len(walls) < 3 or time.perf_counter() - started < seconds:
         w0, c0 = time.perf_counter(), time.process_time()
