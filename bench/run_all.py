@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SCRIPTS", "Script", "main", "machine_info"]
+__all__ = ["SCRIPTS", "Script", "main", "machine_info", "run_script"]
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -162,11 +162,11 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
     return rows
 
 
-def run_script(script: Script, mode: str, out: Path, model: Path, limit_s: float) -> dict[str, Any]:
+def run_script(script: Script, mode: str, out: Path, model: Path, limit_s: float, script_dir: Path = BENCH) -> dict[str, Any]:
     """Run one script, write its .jsonl and .log; return its status record (never raises on failure)."""
     args = script.quick_args if mode == "quick" else script.full_args
     args = tuple(a.format(model=model, out=out) for a in args)
-    cmd = [sys.executable, str(BENCH / f"{script.name}.py"), *args]
+    cmd = [sys.executable, str(script_dir / f"{script.name}.py"), *args]
     record: dict[str, Any] = {"script": script.name, "command": " ".join(cmd), "limit_s": round(limit_s, 1),
                               "loadavg_before": list(os.getloadavg())}
     started = time.monotonic()

@@ -25,6 +25,7 @@ def _load(name: str) -> ModuleType:
 
 report = _load("report")
 check = _load("check")
+run_all = _load("run_all")
 
 
 def _w2v(engine: str, window_s: float, rtf: float, speedup_min: float) -> dict[str, Any]:
@@ -142,3 +143,24 @@ def test_check_rejects_bad_baseline_and_seeds_one(tmp_path: Path) -> None:
     assert doc["metrics"]["gama.audio_ort_fp32_speedup_vs_torch"]["value"] == 2.0
     assert doc["metrics"]["wav2vec2.ort_int8_speedup_vs_torch"]["direction"] == "higher"
     assert check.main([str(run), "--baseline", str(seeded)]) == 0
+
+
+def test_run_all_captures_json_lines_and_survives_failures(tmp_path: Path) -> None:
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "good.py").write_text(
+        "import json, sys\nprint('| a table |')\nprint(json.dumps({'x': 1, 'arg': sys.argv[1]}))\n"
+        "print('{not json')\nprint(json.dumps([1, 2]))\nprint(json.dumps({'x': 2}))\n")
+    (scripts / "bad.py").write_text("import sys, json\nprint(json.dumps({'partial': True}))\nsys.exit('boom: bad input')\n")
+    (scripts / "slow.py").write_text("import json, time\nprint(json.dumps({'before': 1}), flush=True)\ntime.sleep(30)\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    good = run_all.run_script(run_all.Script("good", ("{out}",), (), 30, 30), "quick", out, tmp_path, 30, scripts)
+    assert good["ok"] and good["rc"] == 0 and good["json_lines"] == 2
+    rows = [json.loads(x) for x in (out / "good.jsonl").read_text().splitlines()]
+    assert rows == [{"x": 1, "arg": str(out)}, {"x": 2}]
+    assert "| a table |" in (out / "good.log").read_text()
+    bad = run_all.run_script(run_all.Script("bad", (), (), 30, 30), "quick", out, tmp_path, 30, scripts)
+    assert not bad["ok"] and bad["rc"] == 1 and bad["json_lines"] == 1 and "boom: bad input" in bad["stderr_tail"][-1]
+    slow = run_all.run_script(run_all.Script("slow", (), (), 2, 2), "quick", out, tmp_path, 2, scripts)
+    assert slow["timed_out"] and not slow["ok"] and slow["wall_s"] < 20
