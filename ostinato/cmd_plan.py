@@ -24,8 +24,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Calibration", "Plan", "PlanConfig", "calibrate", "predict", "register", "run"]
+__all__ = ["EDGE_PROFILE", "Calibration", "Plan", "PlanConfig", "calibrate", "predict", "register", "run"]
 
+# ``--profile edge``: one core, one session with one thread, shorter windows (less memory and
+# latency, more per-window overhead), no batching. Options given explicitly win over the profile.
+EDGE_PROFILE = {"window": 0.25, "left_context": 0.5, "right_context": 0.24, "batch_size": 1, "workers": 1, "threads": 1}
+_DEFAULTS = {"window": 0.5, "left_context": 1.0, "right_context": 0.48, "batch_size": 4, "workers": None, "threads": 1}
 _QUEUED_WINDOWS = 8  # per stream: windows waiting for inference plus feature blocks waiting for the consumer
 
 
@@ -185,27 +189,34 @@ def register(sub: Any) -> None:
                        description="Exit status 0: the streams are sustainable; 1: they are not.")
     p.add_argument("--model", type=Path, required=True, help="exported Wav2Vec2 model directory")
     p.add_argument("--streams", type=int, required=True, help="concurrent real-time streams to plan for")
-    p.add_argument("--window", type=float, default=0.5, metavar="HOP_S", help="new audio per window, s (default 0.5)")
-    p.add_argument("--left-context", type=float, default=1.0, help="past context per window, s (default 1.0)")
-    p.add_argument("--right-context", type=float, default=0.48, help="future context per window, s (default 0.48)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--window", type=float, default=None, metavar="HOP_S", help="new audio per window, s (default 0.5)")
+    p.add_argument("--left-context", type=float, default=None, help="past context per window, s (default 1.0)")
+    p.add_argument("--right-context", type=float, default=None, help="future context per window, s (default 0.48)")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per run_batch (default 4)")
     p.add_argument("--workers", type=int, default=None, help="inference sessions (default: CPU cores)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads per session (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads per session (default 1)")
     p.add_argument("--provider", default="cpu", choices=("auto", "cpu", "cuda", "tensorrt"))
     p.add_argument("--calibrate-s", type=float, default=4.0, help="seconds of timed calibration (default 4)")
+    p.add_argument("--profile", default="default", choices=("default", "edge"),
+                   help="edge: 1 worker x 1 thread, 0.25 s hop, 0.5/0.24 s contexts, batch 1 (use an int8 model)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Calibrate, predict and print the table."""
-    cores = os.cpu_count() or 1
+    profile = EDGE_PROFILE if args.profile == "edge" else _DEFAULTS
+    for name, value in profile.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     cfg = PlanConfig(streams=args.streams, hop_s=args.window, left_context_s=args.left_context,
                      right_context_s=args.right_context, batch_size=args.batch_size,
                      workers=args.workers or cores, cores=cores)
     cal = calibrate(args.model, cfg, args.provider, args.threads, max(0.5, args.calibrate_s))
     plan = predict(cal, cfg)
     rows = [
-        ("provider / cores", f"{cal.provider} / {cores} (workers {cfg.workers} x {args.threads} thread(s))"),
+        ("provider / cores", f"{cal.provider} / {cores} usable (workers {cfg.workers} x {args.threads} thread(s), "
+                             f"profile {args.profile})"),
         ("window", f"{cfg.window_samples / 16000:g} s ({cfg.window_samples} samples, {cal.frames_per_window} frames)"),
         ("calibration, per run_batch", ", ".join(f"batch {b}: {cal.wall_s[b] * 1000:.1f} ms wall, "
                                                 f"{cal.cpu_s[b] * 1000:.1f} ms CPU" for b in sorted(cal.wall_s))),

@@ -66,3 +66,14 @@ def test_calibrate_on_tiny_model_and_cli_table(tiny_w2v_dir: Path, capsys: pytes
     assert rc in (0, 1)
     assert "max real-time streams" in out and "per-stream latency" in out and "memory" in out
     assert ("sustainable" in out) and (("NOT sustainable" in out) == (rc == 1))
+
+
+def test_edge_profile_sets_small_windows_one_worker(tiny_w2v_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["plan", "--model", str(tiny_w2v_dir), "--streams", "1", "--profile", "edge", "--calibrate-s", "0.3"])
+    out = capsys.readouterr().out
+    assert rc in (0, 1)
+    assert "workers 1 x 1 thread(s), profile edge" in out
+    assert "0.98 s (15680 samples, 48 frames)" in out and "batches of 1" in out
+    # an option given explicitly wins over the profile
+    main(["plan", "--model", str(tiny_w2v_dir), "--streams", "1", "--profile", "edge", "--window", "0.5", "--calibrate-s", "0.3"])
+    assert "1.24 s (19840 samples" in capsys.readouterr().out
