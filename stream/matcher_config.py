@@ -94,7 +94,7 @@ class MatcherConfig:
     hit_z: float = 1.0
     hit_fraction: float = 0.3
     smooth_s: float = 0.16
-    detection_z: float = 5.0
+    detection_z: float = 6.3
     score_scale_z: float = 1.5
     match_threshold: float = 0.5
     min_pattern_s: float = 1.5
