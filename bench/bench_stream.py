@@ -8,6 +8,9 @@
    latency the window geometry adds.
 3. capacity: N real-time streams for increasing N; the largest N with no drop and a p99
    processing latency under one hop (goal >= 12 at hop 0.5 s with random:base int8).
+4. cost: CPU time per window for the default, a light, the seed and a high-fidelity geometry
+   (one session, one thread) and the capacity it implies on idle cores: cores x hop / CPU per
+   window. Unlike 2. and 3. it does not depend on what else the machine is running.
 
 Prints JSON lines and a markdown table; ``--results bench/RESULTS.md`` rewrites this
 benchmark's section there. The machine may be shared: compare ratios from one run.
@@ -139,7 +142,53 @@ def bench_capacity(models: list[Wav2Vec2Model], config: WindowerConfig, args: ar
                   "workers": args.workers, "batch_size": args.capacity_batch, "steps": [r["streams"] for r in rows]})
 
 
-def _table(overhead: dict[str, Any] | None, latency: list[dict[str, Any]], capacity: dict[str, Any] | None, args: argparse.Namespace, config: WindowerConfig) -> str:
+_PRESETS = {
+    "default": (None, None, None),
+    "light": (0.5, 0.24, 0.24),
+    "seed": "seed",
+    "fidelity": (0.5, 2.0, 2.0),
+}
+
+
+def _preset_config(name: str, default: WindowerConfig) -> WindowerConfig:
+    preset = _PRESETS[name]
+    if preset == "seed":
+        return WindowerConfig.from_chunk_overlap(1600, 400)
+    if preset == (None, None, None):
+        return default
+    hop_s, left_s, right_s = preset  # type: ignore[misc]
+    return WindowerConfig.from_seconds(hop_s, left_s, right_s)
+
+
+def bench_cost(models: list[Wav2Vec2Model], default: WindowerConfig, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """CPU time per window (one session, one thread): a load-independent capacity estimate."""
+    rows = []
+    audio = _audio(args.cost_seconds, 0)
+    for name in _PRESETS:
+        config = _preset_config(name, default)
+        w = Windower(config)
+        windows = [x.samples for x in w.push(audio) if x.num_samples == config.window_samples]
+        x = np.stack(windows)
+        for batch in (1, args.batch_size):
+            models[0].run_batch(x[:batch])  # warm-up for this shape
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            for i in range(0, len(x) - batch + 1, batch):
+                models[0].run_batch(x[i : i + batch])
+            n = (len(x) // batch) * batch
+            cpu_s, wall_s = (time.process_time() - cpu0) / n, (time.perf_counter() - wall0) / n
+            hop_s = config.hop_samples / config.sample_rate
+            rows.append(_emit({
+                "bench": "stream_cost", "preset": name, "window_s": config.window_samples / config.sample_rate,
+                "hop_s": hop_s, "added_latency_s": round(config.added_latency_s, 3), "batch": batch, "windows": n,
+                "cpu_ms_per_window": round(cpu_s * 1000, 1), "wall_ms_per_window": round(wall_s * 1000, 1),
+                "cpu_rtf_per_stream": round(cpu_s / hop_s, 4),
+                "capacity_estimate_streams": round((os.cpu_count() or 1) * hop_s / cpu_s, 1),
+            }))
+    return rows
+
+
+def _table(overhead: dict[str, Any] | None, latency: list[dict[str, Any]], capacity: dict[str, Any] | None,
+           cost: list[dict[str, Any]], args: argparse.Namespace, config: WindowerConfig) -> str:
     lines = [
         f"Model `{args.model}` (random weights), window hop {config.hop_samples / 16000:g} s + left "
         f"{config.left_context_samples / 16000:g} s + right {config.right_context_samples / 16000:g} s; "
@@ -156,6 +205,10 @@ def _table(overhead: dict[str, Any] | None, latency: list[dict[str, Any]], capac
         lines.append(f"| {r['streams']} real-time stream(s): processing latency p50 / p99 | {r['latency_p50_ms']:.0f} / "
                      f"{r['latency_p99_ms']:.0f} ms (+ {r['algorithmic_latency_ms'][0]:.0f}..{r['algorithmic_latency_ms'][1]:.0f} ms "
                      f"window geometry), drops {r['dropped']} |")
+    for r in cost:
+        lines.append(f"| CPU per window, {r['preset']} ({r['window_s']:.2f} s windows, hop {r['hop_s']:g} s, "
+                     f"batch {r['batch']}) | {r['cpu_ms_per_window']:.0f} ms -> at most {r['capacity_estimate_streams']:.1f} "
+                     f"real-time streams on {os.cpu_count()} idle cores |")
     if capacity:
         lines.append(f"| max real-time streams without drops (p99 < hop, {args.workers} workers) | {capacity['max_realtime_streams']} "
                      f"(tried {capacity['steps']}; goal >= 12) |")
@@ -188,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--capacity-streams", type=lambda s: [int(x) for x in s.split(",")], default=[8, 10, 12, 14, 16, 20])
     p.add_argument("--capacity-batch", type=int, default=8)
     p.add_argument("--max-lag-s", type=float, default=2.0)
-    p.add_argument("--skip", default="", help="comma list of parts to skip: overhead,latency,capacity")
+    p.add_argument("--cost-seconds", type=float, default=12.0, help="audio for the CPU-per-window part")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: overhead,latency,capacity,cost")
     p.add_argument("--results", type=Path, default=None, help="update this markdown file's bench_stream section")
     args = p.parse_args(argv)
     defaults = WindowerConfig()
@@ -203,10 +257,12 @@ def main(argv: list[str] | None = None) -> int:
         overhead = bench_overhead(models, config, args) if "overhead" not in skip else None
         latency = bench_latency(models, config, args) if "latency" not in skip else []
         capacity = bench_capacity(models, config, args) if "capacity" not in skip else None
+        cost = bench_cost(models, config, args) if "cost" not in skip else []
     finally:
         for m in models:
             m.close()
-    table = _table(overhead, latency, capacity, args, config)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    table = _table(overhead, latency, capacity, cost, args, config) + f"\n\nLoad average at the end of the run: {load:.1f}."
     print("\n" + table)
     if args.results is not None:
         _write_results(args.results, table)
