@@ -229,10 +229,13 @@ class PatternLibrary:
     def _wrote(self, changed_vectors: bool = False) -> None:
         self._pending += 1
         if changed_vectors:
+            in_sync = self._index is not None and self._index_generation == self._generation()
             self._db.execute(
                 "INSERT INTO meta(key, value) VALUES ('generation', '1') ON CONFLICT(key) "
                 "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
             )
+            if in_sync:  # this writer applied the change to its own index: no rebuild needed
+                self._index_generation = self._generation()
         if self._pending >= self.config.batch_size or time.monotonic() - self._batch_started >= self.config.batch_interval_s:
             self.commit()
 

@@ -219,3 +219,15 @@ def test_readers_see_a_consistent_library_while_one_writer_appends(tmp_path: Pat
     assert seen == sorted(seen) and seen[-1] >= seen[0]
     with PatternLibrary(path, readonly=True) as reader:
         assert reader.count() == 400 and reader.query_vector(_vec(399), 1)[0][1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_writer_updates_its_index_in_place(tmp_path: Path) -> None:
+    with PatternLibrary(tmp_path / "l.db") as lib:
+        lib.add_pattern(_vec(1), "f/d8", 1.0)
+        lib.query_vector(_vec(1), 1)
+        index = lib._index
+        new = lib.add_pattern(_vec(5), "f/d8", 1.0)
+        assert lib.query_vector(_vec(5), 1)[0][0].id == new
+        lib.delete(new)
+        assert lib.query_vector(_vec(5), 1)[0][0].id != new
+        assert lib._index is index  # no rebuild from SQLite after its own writes
