@@ -289,8 +289,6 @@ def make_control_stream(seed: int, duration_s: float, cache: Path) -> Stream:
         (0.2 * np.sin(2 * np.pi * 50 * np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32),
         (0.2 * np.sin(2 * np.pi * 60 * np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32),
     ]
-    bar = _jingle(rng, 4)
-    loop = np.tile(_level(bar, b.level), 8)
     while b.pos < duration_s * SAMPLE_RATE:
         b.filler(rng.uniform(15, 40))
         choice = rng.random()
@@ -304,8 +302,8 @@ def make_control_stream(seed: int, duration_s: float, cache: Path) -> Stream:
         elif choice < 0.8:
             k = int(rng.integers(len(stationary)))
             b.add(stationary[k], ("silence", "dc", "hum50", "hum60")[k])
-        else:
-            b.add(loop, "loop")
+        else:  # a fresh 8-bar loop each time: a loop heard again later would be a real repeat
+            b.add(np.tile(_level(_jingle(rng, 4), b.level), 8), "loop")
         b.pause()
     out = _add_bed(b.audio(), rng, "music" if seed % 2 else "noise", b.level / 10 ** (25 / 20))
     return Stream(f"control-{seed}", np.clip(out, -1, 1).astype(np.float32), (), tuple(negatives), tuple(b.labels))
