@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ostinato.runtime.errors import HintedError
+
 __all__ = [
     "ExportError",
     "SourceModelError",
@@ -14,18 +16,8 @@ __all__ = [
 ]
 
 
-class ExportError(Exception):
+class ExportError(HintedError):
     """Base of every export error; ``hint`` says what the user can do."""
-
-    default_hint = ""
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint if hint is not None else self.default_hint
-
-    def __str__(self) -> str:
-        base = super().__str__()
-        return f"{base} (hint: {self.hint})" if self.hint else base
 
 
 class SourceModelError(ExportError, FileNotFoundError):

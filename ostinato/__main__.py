@@ -13,6 +13,7 @@ import logging
 import sys
 
 from ostinato import __version__
+from ostinato.runtime.errors import HintedError
 
 __all__ = ["main", "build_parser"]
 
@@ -47,16 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    from ostinato.runtime.errors import SessionError
-    from ostinato.stream.errors import StreamError
-
-    types: list[type[BaseException]] = [SessionError, StreamError]
-    if "ostinato.export.errors" in sys.modules:
-        types.append(sys.modules["ostinato.export.errors"].ExportError)
-    return tuple(types)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the process exit code."""
     parser = build_parser()
@@ -68,15 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - shown to the user, then re-raised if unexpected
-        if isinstance(e, _user_error_types()):
-            hint = getattr(e, "hint", "")
-            message = str(e).removesuffix(f" (hint: {hint})") if hint else str(e)
-            print(f"error: {message}", file=sys.stderr)
-            if hint:
-                print(f"hint: {hint}", file=sys.stderr)
-            return 2
-        raise
+    except HintedError as e:  # ostinato's own error trees: a user-facing message and hint
+        print(f"error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ resembles, so callers can catch either. Each carries a ``hint``: what the user c
 from __future__ import annotations
 
 __all__ = [
+    "HintedError",
     "SessionError",
     "ModelNotFoundError",
     "ModelLoadError",
@@ -16,12 +17,13 @@ __all__ = [
 ]
 
 
-class SessionError(Exception):
-    """Base of every runtime error.
+class HintedError(Exception):
+    """Root of ostinato's error trees (runtime, export, stream, service): a message plus a hint.
 
     Args:
         message: What went wrong, with the offending value.
-        hint: What to do about it (shown to users by the CLI and the service).
+        hint: What to do about it (shown to users by the CLI and the service); defaults to
+            the class's ``default_hint``.
     """
 
     default_hint = ""
@@ -33,6 +35,15 @@ class SessionError(Exception):
     def __str__(self) -> str:
         base = super().__str__()
         return f"{base} (hint: {self.hint})" if self.hint else base
+
+    @property
+    def message(self) -> str:
+        """The message without the hint."""
+        return super().__str__()
+
+
+class SessionError(HintedError):
+    """Base of every runtime error."""
 
 
 class ModelNotFoundError(SessionError, FileNotFoundError):

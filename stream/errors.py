@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import enum
 
+from ostinato.runtime.errors import HintedError
+
 __all__ = [
     "BreakerOpenError",
     "ChannelClosedError",
@@ -39,7 +41,7 @@ class ErrorClass(enum.StrEnum):
     PERMANENT = "permanent"
 
 
-class StreamError(Exception):
+class StreamError(HintedError):
     """Base of every streaming error.
 
     Args:
@@ -48,15 +50,6 @@ class StreamError(Exception):
     """
 
     error_class: ErrorClass = ErrorClass.PERMANENT
-    default_hint = ""
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint if hint is not None else self.default_hint
-
-    def __str__(self) -> str:
-        base = super().__str__()
-        return f"{base} (hint: {self.hint})" if self.hint else base
 
 
 class EndOfStream(StreamError):
