@@ -87,7 +87,9 @@ async def test_streamed_file_matches_offline(
     offline = shared_model.features(audio, 16000)
     assert frames.shape == offline.frames.shape  # frame count identical
     assert np.array_equal(starts, offline.start_samples)  # timestamps identical
-    assert _cosines(frames, offline.frames).min() >= 0.99  # default context, measured in docs/streaming.md
+    # A regression guard on this smooth synthetic signal; on real speech with pauses random-weight
+    # models stream much further from offline (the fidelity table in docs/streaming.md).
+    assert _cosines(frames, offline.frames).min() >= 0.99
     assert summary.frames == len(starts) and summary.dropped == {} and rec.events[-2:] == ["end", "close"]
 
 
