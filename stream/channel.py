@@ -84,6 +84,8 @@ class Channel(Generic[T]):
         self.accepted = 0
         #: Highest number of data items queued at once (control items excluded).
         self.max_depth = 0
+        #: :meth:`put` calls that found the channel full and waited (backpressure engaged).
+        self.put_waits = 0
         self._depth_gauge = None
         self._accepted_counter = None
         self._metrics = metrics
@@ -158,6 +160,8 @@ class Channel(Generic[T]):
         if self.policy != "block":
             self.offer(item)
             return
+        if self._data >= self.capacity:
+            self.put_waits += 1
         while self._data >= self.capacity:
             await self._wait(self._putters)
             if self._closed:

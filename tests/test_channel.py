@@ -31,7 +31,7 @@ async def test_block_policy_waits_for_space() -> None:
     assert await ch.get() == 1
     await asyncio.wait_for(putter, 1)
     assert [ch.get_nowait(), ch.get_nowait()] == [2, 3]
-    assert ch.total_dropped == 0 and ch.max_depth == 2
+    assert ch.total_dropped == 0 and ch.max_depth == 2 and ch.put_waits == 1
 
 
 async def test_offer_never_blocks_and_counts_drops() -> None:

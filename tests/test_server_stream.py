@@ -242,17 +242,15 @@ async def test_block_policy_pushes_back_over_tcp_and_loses_nothing(tiny_w2v_dir:
                                                            options={"match": False}))
         assert ready.info["overflow"] == "block"
         session = server.service.streams.sessions[ready.stream_id]
-        loop = asyncio.get_running_loop()
-        started = loop.time()
         loud = np.repeat(np.tile(audio, 3), 3)  # 36 s at 48 kHz
         await _send_audio(ws, np.stack([loud, loud], axis=1), block=4800)  # as fast as TCP takes it
         await ws.send_bytes(encode_frame(End()))
-        send_s = loop.time() - started
         frames = await _until_bye(ws, timeout_s=60)
         model.run_batch = run_batch
     bye = frames[-1]
     assert isinstance(bye, Bye) and bye.summary["dropped"] == {} and bye.summary["audio_s"] == 36.0
-    assert session.input.max_depth == session.input.capacity  # the queue filled, then reading stopped
-    # 360 windows at >= 30 ms per batch of <= 4: the sender was held back, not buffered
-    assert send_s > 1.0
+    assert session.input.max_depth == session.input.capacity  # the queue filled ...
+    # ... and the socket reader waited for space instead of buffering or dropping: reading stopped, so
+    # TCP flow control held the sender back (a wall-clock bound here flaked on loaded CI machines)
+    assert session.input.put_waits > 0
     assert sum(f.num_frames for f in frames if isinstance(f, FeaturesFrame)) == (36 * 16000 - 400) // 320 + 1

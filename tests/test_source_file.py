@@ -58,7 +58,8 @@ async def test_realtime_pacing(tmp_path: Path) -> None:
     started = time.monotonic()
     chunks = await _collect(FileSource(path, realtime=True, block_s=0.05))
     elapsed_s = time.monotonic() - started
-    assert 0.45 <= elapsed_s < 1.5 and sum(c.num_samples for c in chunks) == 8000
+    # lower bound: paced, not read at disk speed; the upper bound is loose for loaded CI machines
+    assert 0.45 <= elapsed_s < 5.0 and sum(c.num_samples for c in chunks) == 8000
     gaps = np.diff([c.received_s for c in chunks])
     assert gaps.min() > 0.03  # blocks arrive no faster than their duration
 

@@ -193,7 +193,7 @@ async def test_stop_ends_a_live_feed(serve: Any) -> None:
         await ws.send_bytes(encode_frame(Ready(stream_id="x")))
         seq = 0
         reader = asyncio.ensure_future(ws.receive())  # sees the client's close
-        while not reader.done():
+        while not reader.done() and not ws.closed and seq < 1000:  # bounded: a lost close cannot hang the test
             await ws.send_bytes(encode_frame(Audio(seq=seq, pcm=encode_pcm(np.zeros(160, np.float32), "f32le"))))
             seq += 1
             await asyncio.sleep(0.01)
