@@ -37,7 +37,8 @@ def add_match_arguments(p: argparse.ArgumentParser, standalone: bool = False) ->
     g.add_argument("--features", default="logmel", help="logmel (model-free, default) or wav2vec2[:LAYER] (the model's output)")
     g.add_argument("--events", type=Path, default=None, help="append match/novelty events here as JSON lines")
     g.add_argument("--library", type=Path, default=None, help="file matches in this pattern library (SQLite)")
-    g.add_argument("--buffer-s", type=float, default=600.0, help="audio history searched per stream (default 600)")
+    g.add_argument("--buffer-s", type=float, default=600.0 if standalone else None,  # run: its --profile decides
+                   help="audio history searched per stream (default 600; 120 with --profile edge)")
     g.add_argument("--min-pattern-s", type=float, default=None, help="shortest repeat reported (default 1.5)")
     g.add_argument("--novelty", type=float, default=None, metavar="COSINE", help="also report novel sounds below this similarity")
 

@@ -24,12 +24,16 @@ from typing import Any
 
 import numpy as np
 
+from ostinato.profiles import PROFILES, apply_profile, profile_names
+
 __all__ = ["EDGE_PROFILE", "Calibration", "Plan", "PlanConfig", "calibrate", "predict", "register", "run"]
 
-# ``--profile edge``: one core, one session with one thread, shorter windows (less memory and
-# latency, more per-window overhead), no batching. Options given explicitly win over the profile.
-EDGE_PROFILE = {"window": 0.25, "left_context": 0.5, "right_context": 0.24, "batch_size": 1, "workers": 1, "threads": 1}
-_DEFAULTS = {"window": 0.5, "left_context": 1.0, "right_context": 0.48, "batch_size": 4, "workers": None, "threads": 1}
+# ``--profile``: see ostinato/profiles.py (edge: one core, one session with one thread, no batching,
+# 0.5 s hop with 0.5/0.24 s context). Options given explicitly win over the profile.
+_PROFILE_FIELDS = {"window": "hop_s", "left_context": "left_context_s", "right_context": "right_context_s",
+                   "batch_size": "batch_size", "workers": "workers", "threads": "threads"}
+_DEFAULTS = {"window": 0.5, "left_context": 1.0, "right_context": 0.48, "batch_size": 4, "threads": 1}
+EDGE_PROFILE = {attr: getattr(PROFILES["edge"], field) for attr, field in _PROFILE_FIELDS.items()}
 _QUEUED_WINDOWS = 8  # per stream: windows waiting for inference plus feature blocks waiting for the consumer
 
 
@@ -197,17 +201,14 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads per session (default 1)")
     p.add_argument("--provider", default="cpu", choices=("auto", "cpu", "cuda", "tensorrt"))
     p.add_argument("--calibrate-s", type=float, default=4.0, help="seconds of timed calibration (default 4)")
-    p.add_argument("--profile", default="default", choices=("default", "edge"),
-                   help="edge: 1 worker x 1 thread, 0.25 s hop, 0.5/0.24 s contexts, batch 1 (use an int8 model)")
+    p.add_argument("--profile", default="default", choices=profile_names(),
+                   help="edge: 1 worker x 1 thread, 0.5 s hop, 0.5/0.24 s contexts, batch 1 (use an int8 model)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Calibrate, predict and print the table."""
-    profile = EDGE_PROFILE if args.profile == "edge" else _DEFAULTS
-    for name, value in profile.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    apply_profile(args, args.profile, _PROFILE_FIELDS, _DEFAULTS)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     cfg = PlanConfig(streams=args.streams, hop_s=args.window, left_context_s=args.left_context,
                      right_context_s=args.right_context, batch_size=args.batch_size,

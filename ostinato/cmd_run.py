@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ostinato import cmd_match as _match
+from ostinato.profiles import PROFILES, apply_profile, profile_names
 
 __all__ = ["CONSUMER_FACTORIES", "build_sinks", "register", "run", "status_line"]
 
@@ -46,7 +47,10 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, action="append", default=[], help="sink: .npy, .msgpack or .jsonl (repeatable)")
     p.add_argument("--streams", type=int, default=1, help="run N copies of each file/ws source (load testing)")
     p.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda", "tensorrt"))
-    p.add_argument("--workers", type=int, default=1, help="inference sessions, one thread each (default 1)")
+    p.add_argument("--profile", default="default", choices=profile_names(),
+                   help="edge: one core (1 session x 1 thread, batch 1, 0.5 s hop with 0.5/0.24 s context, "
+                        "short queues; docs/edge.md). Options given explicitly win")
+    p.add_argument("--workers", type=int, default=None, help="inference sessions (default 1)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads per session")
     p.add_argument("--realtime", action="store_true", help="pace file sources at real time")
     p.add_argument("--loop", action="store_true", help="loop file sources until stopped")
@@ -58,11 +62,11 @@ def register(sub: Any) -> None:
     g.add_argument("--chunk-samples", type=int, default=None, help="seed-style: new samples per window, e.g. 1600")
     g.add_argument("--overlap-samples", type=int, default=None, help="seed-style: samples shared by windows, e.g. 400")
     g = p.add_argument_group("inference and queues")
-    g.add_argument("--batch-size", type=int, default=4, help="windows per model run (default 4)")
+    g.add_argument("--batch-size", type=int, default=None, help="windows per model run (default 4)")
     g.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for a fuller batch (default 5)")
     g.add_argument("--max-lag-s", type=float, default=None,
                    help="drop windows older than this (default 5 for live sources, off for files)")
-    g.add_argument("--max-queue", type=int, default=10, help="windows queued before backpressure (default 10)")
+    g.add_argument("--max-queue", type=int, default=None, help="windows queued before backpressure (default 10)")
     g.add_argument("--output", default=None, help="model output to emit (default: the last layer)")
     g.add_argument("--shutdown-timeout-s", type=float, default=10.0, help="drain limit on stop (default 10)")
     g = p.add_argument_group("reporting")
@@ -73,8 +77,16 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+#: ``args`` attribute -> :class:`~ostinato.profiles.Profile` field, and ``ostinato run``'s own defaults.
+_PROFILE_FIELDS = {"hop_s": "hop_s", "left_context_s": "left_context_s", "right_context_s": "right_context_s",
+                   "batch_size": "batch_size", "workers": "workers", "threads": "threads", "max_queue": "max_queue",
+                   "buffer_s": "match_buffer_s"}
+_RUN_DEFAULTS = {"batch_size": 4, "workers": 1, "max_queue": 10, "buffer_s": 600.0}
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the pipeline; return 0, or 1/2 when some/all streams failed."""
+    apply_profile(args, args.profile, _PROFILE_FIELDS, _RUN_DEFAULTS)
     return asyncio.run(_run(args))
 
 
@@ -155,7 +167,8 @@ async def _run(args: argparse.Namespace) -> int:
 
     sources = _sources(args)
     live = any(s.live for s in sources)
-    max_lag_s = args.max_lag_s if args.max_lag_s is not None else (5.0 if live else math.inf)
+    live_lag_s = PROFILES[args.profile].max_lag_s or 5.0  # files are not live: no deadline unless asked
+    max_lag_s = args.max_lag_s if args.max_lag_s is not None else (live_lag_s if live else math.inf)
     metrics = StreamMetrics()
     stage = InferenceStage.from_dir(
         args.model, workers=args.workers, provider=args.provider, intra_op_threads=args.threads,

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ostinato.profiles import Profile, apply_profile, profile_names
+
 __all__ = ["register", "run"]
 
 logger = logging.getLogger(__name__)
@@ -24,11 +26,14 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8765, help="TCP port (0: any free port)")
     p.add_argument("--token-file", type=Path, default=None, help="file holding the bearer token clients must send")
     p.add_argument("--library", type=Path, default=None, help="SQLite pattern library that matches are recorded in")
-    p.add_argument("--max-streams", type=int, default=64, help="concurrent streams (default 64)")
+    p.add_argument("--max-streams", type=int, default=None, help="concurrent streams (default 64; 4 with --profile edge)")
+    p.add_argument("--profile", default="default", choices=profile_names(),
+                   help="edge: one core (1 thread, batch 1, 0.5 s hop + 0.5 s context, short queues, 4 streams, "
+                        "120 s matcher history; docs/edge.md). Options given explicitly win")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="browser origin allowed besides the service's own (repeatable; '*' allows all)")
     p.add_argument("--media-dir", type=Path, default=None, help="audio files the dashboard may stream server-side")
-    p.add_argument("--match-buffer-s", type=float, default=120.0, help="audio history each stream's matcher searches")
+    p.add_argument("--match-buffer-s", type=float, default=None, help="audio history each stream's matcher searches (default 120)")
     p.add_argument("--idle-timeout-s", type=float, default=60.0, help="end streams silent for this long")
     p.add_argument("--resume-grace-s", type=float, default=30.0, help="how long a dropped stream waits to be resumed")
     p.set_defaults(func=run)
@@ -48,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
             "load models and read the library. Use --token-file FILE (and TLS in front) when exposing the service.",
             file=sys.stderr,
         )
+    profile = apply_profile(args, args.profile, {"max_streams": "max_streams", "match_buffer_s": "match_buffer_s"},
+                            {"max_streams": 64, "match_buffer_s": 120.0})
     name = args.model_name or _safe_name(args.model.resolve().name)
-    model = ModelConfig.from_json({"name": name, "model_dir": str(args.model), "provider": args.provider})
+    model = ModelConfig.from_json({"name": name, "model_dir": str(args.model), "provider": args.provider,
+                                   **_model_settings(profile)})
     limits = dataclasses.replace(ServiceLimits(), max_streams=args.max_streams, idle_timeout_s=args.idle_timeout_s,
                                  resume_grace_s=args.resume_grace_s)
     config = ServerConfig(
@@ -64,6 +72,25 @@ def run(args: argparse.Namespace) -> int:
     code = serve(config, [model], ready=ready)
     print("ostinato stopped (streams drained" + (", library flushed)" if args.library else ")"), flush=True)
     return code
+
+
+def _model_settings(profile: Profile) -> dict[str, Any]:
+    """Model config fields a profile sets (threads, window geometry, queue, batch, deadline)."""
+    settings: dict[str, Any] = {}
+    if profile.threads is not None:
+        settings["intra_op_threads"] = profile.threads
+    streaming: dict[str, Any] = {}
+    if profile.hop_s is not None:
+        streaming["chunk_samples"] = round(profile.hop_s * 16000 / 320) * 320
+    if profile.left_context_s is not None:  # served windows have no right context (lowest latency)
+        streaming["overlap_samples"] = 80 + round(profile.left_context_s * 16000 / 320) * 320
+    for key, value in (("max_queue", profile.max_queue), ("batch_size", profile.batch_size),
+                       ("max_lag_s", profile.max_lag_s)):
+        if value is not None:
+            streaming[key] = value
+    if streaming:
+        settings["streaming"] = streaming
+    return settings
 
 
 def _safe_name(text: str) -> str:

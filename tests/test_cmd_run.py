@@ -124,3 +124,27 @@ def test_status_line() -> None:
     assert "RTF 0.081" in line and "drops 3" in line and "degraded (lag 1.20 s > 1 s)" in line and line.endswith("matches 2")
     silent = SimpleNamespace(**{**vars(status), "level_dbfs": float("-inf"), "health": "ok"})
     assert "-- dBFS" in status_line(silent)
+
+
+def test_edge_profile_sets_geometry_and_explicit_options_win(tiny_w2v_dir: Path, wav: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    summary = tmp_path / "s.json"
+    assert main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
+                 "--profile", "edge", "--summary-json", str(summary)]) == 0
+    assert "hop 8000 + left 8000 + right 3840 + 80 = 19920 samples" in capsys.readouterr().err
+    assert json.loads(summary.read_text())["mean_batch_size"] == 1.0  # edge: no batching
+    assert main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
+                 "--profile", "edge", "--hop-s", "0.24", "--right-context-s", "0"]) == 0
+    assert "hop 3840 + left 8000 + right 0 + 80 = 11920 samples" in capsys.readouterr().err
+
+
+def test_edge_profile_model_settings_are_a_valid_served_model(tiny_w2v_dir: Path) -> None:
+    from ostinato.cmd_serve import _model_settings
+    from ostinato.models import ModelConfig
+    from ostinato.profiles import PROFILES
+
+    config = ModelConfig.from_json({"name": "m", "model_dir": str(tiny_w2v_dir), **_model_settings(PROFILES["edge"])})
+    w = config.streaming.windower_config()
+    assert (w.hop_samples, w.left_context_samples, w.right_context_samples) == (8000, 8000, 0)
+    assert config.intra_op_threads == 1 and config.streaming.batch_size == 1 and config.streaming.max_queue == 4
+    assert _model_settings(PROFILES["default"]) == {}  # the default profile keeps the server's own defaults
