@@ -44,6 +44,8 @@ _LATENCY_BUCKETS_S = (
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+# Describing one clip with GAMA: well under a second (tiny) to minutes (7B on CPU).
+_DESCRIBE_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 #: Gauge values of ``ostinato_breaker_state``.
 BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
@@ -221,6 +223,28 @@ class StreamMetrics:
             "ostinato_server_event_latency_seconds",
             "From receiving the audio that completed a window to sending the frames it produced",
             buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        # Audio descriptions (GAMA; stream/describe.py).
+        self.describe_submitted = Counter(
+            "ostinato_describe_jobs_submitted_total", "Describe jobs handed to the describe worker", registry=r
+        )
+        self.describe_completed = Counter(
+            "ostinato_describe_jobs_completed_total", "Describe jobs that produced a description", registry=r
+        )
+        self.describe_failed = Counter(
+            "ostinato_describe_jobs_failed_total", "Describe jobs that ended in an error (timeout included)", registry=r
+        )
+        self.describe_dropped = Counter(
+            "ostinato_describe_jobs_dropped_total",
+            "Describe jobs dropped, by reason (queue_full, closed, shutdown)",
+            ["reason"],
+            registry=r,
+        )
+        self.describe_latency = Histogram(
+            "ostinato_describe_latency_seconds",
+            "Time the model took to describe one clip (completed and failed jobs)",
+            buckets=_DESCRIBE_BUCKETS_S,
             registry=r,
         )
         # Process and model.
