@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ostinato.cmd_plan import Calibration, PlanConfig, predict
+from ostinato.profiles import PROFILES
 from ostinato.runtime import Wav2Vec2Model
 from ostinato.runtime.audio import load_audio
 from ostinato.stream.frames import StreamFeatures
@@ -98,7 +99,7 @@ def measure(model_dir: Path, cfg: PlanConfig, seconds: float, calibrate_s: float
     dropped = sum(summary.dropped.values())
     return {
         "bench": "plan_vs_run", "streams": cfg.streams, "workers": cfg.workers, "batch_size": cfg.batch_size,
-        "hop_s": cfg.hop_s, "seconds": seconds,
+        "hop_s": cfg.hop_s, "window_s": round(cfg.window_samples / 16000, 3), "cores": cfg.cores, "seconds": seconds,
         "cpu_cores_predicted": round(plan.cpu_cores, 4), "cpu_cores_measured": round(cores, 4),
         "cpu_ratio_measured_over_predicted": round(cores / plan.cpu_cores, 3),
         "windows": windows, "dropped": dropped,
@@ -121,10 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--calibrate-s", type=float, default=4.0)
+    p.add_argument("--profile", default="default", choices=tuple(PROFILES),
+                   help="take window geometry, batch and workers from this profile (edge: run under `taskset -c 0`)")
     args = p.parse_args(argv)
+    prof = PROFILES[args.profile]
+    geometry = {k: v for k, v in (("hop_s", prof.hop_s), ("left_context_s", prof.left_context_s),
+                                  ("right_context_s", prof.right_context_s)) if v is not None}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     rows = []
     for i, n in enumerate(int(x) for x in args.streams.split(",") if x):
-        cfg = PlanConfig(streams=n, batch_size=args.batch_size, workers=args.workers, cores=os.cpu_count() or 1)
+        cfg = PlanConfig(streams=n, batch_size=prof.batch_size or args.batch_size, workers=prof.workers or args.workers,
+                         cores=cores, **geometry)
         row = measure(args.model, cfg, args.seconds, args.calibrate_s, first=i == 0)
         print(json.dumps(row), flush=True)
         rows.append(row)
