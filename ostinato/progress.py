@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import sys
 import time
-from types import TracebackType
 from typing import TextIO
+
+from ostinato.runtime._closing import Closing
 
 __all__ = ["ProgressBar"]
 
 _WIDTH = 28
 
 
-class ProgressBar:
+class ProgressBar(Closing):
     """Draws ``step [#####.....] 12/40 3.1s`` on stderr; plain lines when not a terminal.
 
     Args:
@@ -62,13 +63,3 @@ class ProgressBar:
             self._stream.flush()
         self._step = ""
 
-    def __enter__(self) -> ProgressBar:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -18,12 +18,12 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from ostinato.runtime._closing import Closing
 from ostinato.runtime.audio import resample, to_mono
 from ostinato.runtime.errors import InputError, ManifestError, ModelLoadError, ModelNotFoundError
 from ostinato.runtime.fbank import SAMPLE_RATE, gama_features
@@ -40,7 +40,7 @@ DEFAULT_INSTRUCTION = "Describe the audio."
 _REQUIRED_FILES = ("audio", "decoder", "embeddings", "tokenizer")
 
 
-class GamaModel:
+class GamaModel(Closing):
     """An exported GAMA model directory, ready to describe audio.
 
     Build with :meth:`from_dir`. Attributes: ``manifest``, ``tokenizer``, ``sample_rate``
@@ -226,9 +226,3 @@ class GamaModel:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
-    def __enter__(self) -> GamaModel:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

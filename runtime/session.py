@@ -12,7 +12,6 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from ostinato.runtime import providers as _providers
+from ostinato.runtime._closing import Closing
 from ostinato.runtime.errors import (
     InputError,
     ModelLoadError,
@@ -108,7 +108,7 @@ class SessionConfig:
         return options
 
 
-class Session:
+class Session(Closing):
     """One loaded ONNX graph. Thread-safe: ``run`` may be called from several threads.
 
     Build with :meth:`from_path`. Attributes: ``providers`` (what actually loaded),
@@ -242,16 +242,6 @@ class Session:
             SESSIONS_LOADED.labels(provider=self.providers[0]).dec()
             self._inner = None
 
-    def __enter__(self) -> Session:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         if getattr(self, "_inner", None) is not None:
