@@ -40,6 +40,11 @@ class ServiceLimits:
         status_interval_s: Period of ``status`` frames for streams that asked for them.
         max_send_queue: Frames queued toward one slow client before the oldest status/features
             frames are dropped (events are never dropped).
+        heartbeat_s: WebSocket ping period; a peer that does not answer within half of it is
+            dropped (so a dead connection frees its stream for a resume within ``1.5 *`` this).
+        replay_frames: Output frames (event/features/status) each stream keeps after sending,
+            so a resuming client can get the ones it missed (``hello.last_output_seq``).
+        replay_bytes: Byte bound of that replay buffer (features frames are large).
     """
 
     max_message_bytes: int = 1024 * 1024
@@ -57,6 +62,9 @@ class ServiceLimits:
     resume_grace_s: float = 30.0
     status_interval_s: float = 1.0
     max_send_queue: int = 256
+    heartbeat_s: float = 10.0
+    replay_frames: int = 256
+    replay_bytes: int = 2 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -67,7 +67,8 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     if service.shutting_down:
         return problem(503, "shutting_down", "the service is shutting down", error_class="transient",
                        hint="reconnect to another instance, or later")
-    ws = web.WebSocketResponse(max_msg_size=service.limits.hard_message_bytes, autoping=True, compress=False)
+    ws = _GuardedWebSocket(service.limits.hard_message_bytes, max_msg_size=service.limits.hard_message_bytes,
+                           autoping=True, heartbeat=service.limits.heartbeat_s, compress=False)
     await ws.prepare(request)
     service.metrics.ws_connections.inc()
     try:
@@ -77,6 +78,34 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         if not ws.closed:
             await ws.close()
     return ws
+
+
+class _GuardedWebSocket(web.WebSocketResponse):
+    """A WebSocket that explains a 1009 close with an ``error`` frame first.
+
+    aiohttp rejects a message above ``max_msg_size`` from its header, before buffering it, and
+    its reader cannot skip the rest of the payload, so the connection has to close (1009). It
+    closes inside ``receive()``; this hook sends the ``message_too_large`` error frame on the
+    way out, so the peer learns why and what to do.
+    """
+
+    def __init__(self, hard_limit: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hard_limit = hard_limit
+        self.too_large = False
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed and not self.too_large:
+            self.too_large = True
+            frame = ErrorFrame("message_too_large", f"message is larger than the hard limit of {self.hard_limit} bytes; "
+                               "the connection is closed because the rest of it cannot be skipped", "input",
+                               f"split audio into smaller audio frames (at most {self.hard_limit} bytes per message; "
+                               "ready.info.limits.max_message_bytes is the size accepted without error)", True)
+            try:
+                await self.send_bytes(encode_frame(frame))
+            except (ConnectionError, RuntimeError):
+                pass
+        return await super().close(code=code, message=message, drain=drain)
 
 
 class _Connection:
@@ -133,8 +162,10 @@ class _Connection:
             return None
         if msg.type is WSMsgType.ERROR:
             # Beyond the hard limit the rest of the message cannot be skipped: aiohttp has
-            # already closed the connection with 1009 (message too big) before we see this.
-            self.metrics.rejected.labels("message_too_large").inc()
+            # already sent the error frame (_GuardedWebSocket) and closed with 1009.
+            if isinstance(self.ws, _GuardedWebSocket) and self.ws.too_large:
+                self.metrics.rejected.labels("message_too_large").inc()
+                self.metrics.ws_frames.labels("out", "error").inc()
             logger.info("connection closed: %s", msg.data)
             return None
         await self.pace()

@@ -22,18 +22,31 @@ from ostinato.catalog import ModelEntry
 from ostinato.errors import ModelBusyError, ServiceError, TooManyStreamsError
 from ostinato.models import StreamingConfig
 from ostinato.stream.channel import Channel
-from ostinato.stream.errors import ProtocolError, StageError
+from ostinato.stream.errors import ErrorClass, ProtocolError, StageError
 from ostinato.stream.frames import StreamEnd, StreamFeatures, Window
 from ostinato.stream.infer import InferenceConfig, InferenceStage
 from ostinato.stream.wire import Hello
 from ostinato.stream_options import SessionOptions
 from ostinato.stream_session import StreamSession
 
-__all__ = ["ModelEngine", "StreamHub"]
+__all__ = ["ModelEngine", "StreamHub", "StreamInUseError"]
 
 logger = logging.getLogger(__name__)
 
 _STREAM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class StreamInUseError(ServiceError):
+    """A resume named a stream that is still attached to another connection.
+
+    Transient: the usual cause is the client's own previous connection, which died without the
+    server seeing it close yet; the server drops it once it stops answering pings (within
+    ``1.5 * heartbeat_s``), and a retry then resumes the stream.
+    """
+
+    error_class = ErrorClass.TRANSIENT
+    code = "stream_in_use"
+    status = 409
 
 
 class ModelEngine:
@@ -204,8 +217,12 @@ class StreamHub:
             raise ServiceError("wrong resume_token for this stream", code="resume_refused", status=403,
                                hint="resume with the resume_token from the stream's ready frame")
         if session.attached:
-            raise ServiceError(f"stream {hello.stream_id!r} is attached to another connection", code="stream_in_use",
-                               status=409, hint="close the other connection first")
+            self.metrics.rejected.labels("stream_in_use").inc()
+            wait_s = 1.5 * self.limits.heartbeat_s
+            raise StreamInUseError(
+                f"stream {hello.stream_id!r} is still attached to another connection (the server has not seen it close yet)",
+                hint=f"retry with backoff: a dead connection is dropped within {wait_s:g} s (when it stops answering "
+                     "pings); close the other connection if it is still yours")
         if (hello.sample_rate, hello.encoding, hello.channels) != (session.hello.sample_rate, session.hello.encoding, session.hello.channels):
             raise ProtocolError(
                 f"resume with sample_rate={hello.sample_rate}, encoding={hello.encoding}, channels={hello.channels}; the stream "

@@ -7,6 +7,7 @@ stream only when it cannot continue, leave other streams alone and never leak a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from pathlib import Path
 
@@ -169,9 +170,27 @@ async def test_oversized_messages_soft_and_hard_limits(tiny_w2v_dir: Path) -> No
         await ws.send_bytes(encode_frame(Audio(seq=0, pcm=b"\0" * 20_000), WireLimits(max_message_bytes=10**6)))
         err = await _error(ws)
         assert err.code == "message_too_large" and "limit is 10000" in err.message and not err.fatal
-        await ws.send_bytes(b"\0" * 60_000)  # beyond what the reader buffers: closed with 1009
+        await ws.send_bytes(b"\0" * 60_000)  # beyond what the reader buffers: an error frame, then closed with 1009
+        err = await _error(ws)
+        assert err.code == "message_too_large" and err.fatal and err.error_class == "input"
+        assert "50000 bytes" in err.hint and "split audio" in err.hint
         msg = await ws.receive(timeout=5)
         assert msg.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1009
+        registry = server.service.metrics.registry
+        assert registry.get_sample_value("ostinato_server_rejected_total", {"reason": "message_too_large"}) == 2
+
+
+async def test_message_above_the_default_hard_limit_gets_an_error_frame_before_1009(tiny_w2v_dir: Path) -> None:
+    async with running_server(tiny_w2v_dir) as server, aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(server.ws_url, max_msg_size=0)
+        await _hello(ws)
+        with contextlib.suppress(ConnectionError):  # the server may close while we are still sending
+            await ws.send_bytes(b"\0" * (5 * 1024 * 1024))  # 5 MiB > the 4 MiB hard limit
+        err = await _error(ws)
+        assert err.code == "message_too_large" and err.fatal and str(4 * 1024 * 1024) in err.hint
+        msg = await ws.receive(timeout=5)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1009  # (our close reply may find the socket gone)
+        await _hello(await http.ws_connect(server.ws_url))  # the server goes on serving
 
 
 async def test_rate_limit_pauses_reading_without_losing_audio(tiny_w2v_dir: Path) -> None:
