@@ -219,6 +219,13 @@ class StreamMetrics:
             ["reason"],
             registry=r,
         )
+        self.replayed = Counter(
+            "ostinato_server_replayed_frames_total",
+            "Output frames a resuming client missed: sent again from the replay buffer (replayed) "
+            "or no longer held (lost, reported to the client as an output_gap error)",
+            ["result"],
+            registry=r,
+        )
         self.event_latency = Histogram(
             "ostinato_server_event_latency_seconds",
             "From receiving the audio that completed a window to sending the frames it produced",
