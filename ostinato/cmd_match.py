@@ -41,18 +41,44 @@ def add_match_arguments(p: argparse.ArgumentParser, standalone: bool = False) ->
                    help="audio history searched per stream (default 600; 120 with --profile edge)")
     g.add_argument("--min-pattern-s", type=float, default=None, help="shortest repeat reported (default 1.5)")
     g.add_argument("--novelty", type=float, default=None, metavar="COSINE", help="also report novel sounds below this similarity")
+    if not standalone:
+        g.add_argument("--describe-model", type=Path, default=None, metavar="GAMA_DIR",
+                       help="describe each new pattern in words with this GAMA export (docs/gama.md)")
+        g.add_argument("--describe-prompt", default=None, help='instruction for --describe-model (default "Describe the audio.")')
+        g.add_argument("--describe-ring-s", type=float, default=None,
+                       help="audio kept per stream to cut clips from (default: --buffer-s + 11, at least 60; 32 kB/s)")
+        g.add_argument("--describe-max-tokens", type=int, default=None, help="longest description (default 400)")
 
 
 def build_match_consumers(args: argparse.Namespace) -> list[Any]:
     """``run --match``: the matcher stage (wav2vec2:LAYER selects the model output)."""
     if not getattr(args, "match", False):
+        if getattr(args, "describe_model", None) is not None:
+            from ostinato.stream.errors import ConfigError
+
+            raise ConfigError("--describe-model describes the patterns --match finds", hint="add --match (and --library F.db)")
         return []
     from ostinato.stream.matcher_stage import MatcherStage
 
     kind, _, layer = args.features.partition(":")
     if kind == "wav2vec2" and layer and args.output is None:
         args.output = f"hidden_state_{int(layer)}"
-    return [MatcherStage(_stage_config(args))]
+    config = _stage_config(args)
+    return [MatcherStage(config, _describer(args, config) if args.describe_model is not None else None)]
+
+
+def _describer(args: argparse.Namespace, config: Any) -> Any:
+    """``--describe-model``: GAMA, its worker and the clip store beside ``--library``."""
+    from ostinato.stream.clip_store import ClipStore, clip_dir_for
+    from ostinato.stream.pattern_describe import PatternDescriber
+
+    ring_s = args.describe_ring_s or max(60.0, config.matcher_config.buffer_s + 11.0)
+    clips = ClipStore(clip_dir_for(args.library)) if args.library is not None else None
+    describer = PatternDescriber.open(args.describe_model, {"prompt": args.describe_prompt, "ring_s": ring_s,
+                                                            "max_new_tokens": args.describe_max_tokens}, clips=clips)
+    if describer.config.random_weights:
+        print(f"describe model {args.describe_model} has RANDOM WEIGHTS: its descriptions are meaningless", file=sys.stderr)
+    return describer
 
 
 def register(sub: Any) -> None:

@@ -196,7 +196,7 @@ async def _run(args: argparse.Namespace) -> int:
     finally:
         reporter.cancel()
         await asyncio.gather(reporter, return_exceptions=True)
-    return _print_summary(summary, args)
+    return _print_summary(summary, args, [line for c in consumers if hasattr(c, "summary_lines") for line in c.summary_lines()])
 
 
 def _print_header(args: argparse.Namespace, model: Any, config: Any, sources: list[Any]) -> None:
@@ -251,18 +251,18 @@ async def _report(pipeline: Any, consumers: list[Any], args: argparse.Namespace)
             last_plain = now
 
 
-def _print_summary(summary: Any, args: argparse.Namespace) -> int:
+def _print_summary(summary: Any, args: argparse.Namespace, extra: list[str]) -> int:
     err: IO[str] = sys.stderr
     if err.isatty() and not args.quiet:
         err.write("\n")
-    for line in summary.lines():
+    for line in summary.lines() + extra:  # extra: consumers' summary_lines() (e.g. describe counts)
         print(line, file=err)
     for s in summary.failed_streams:
         if s.hint:
             print(f"hint: {s.hint}", file=err)
     if args.summary_json is not None:
         args.summary_json.parent.mkdir(parents=True, exist_ok=True)
-        args.summary_json.write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+        args.summary_json.write_text(json.dumps({**summary.to_dict(), "consumers": extra}, indent=2, default=str))
     failed = len(summary.failed_streams)
     if failed == 0:
         return 0

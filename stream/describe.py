@@ -87,23 +87,34 @@ class DescribeWorkerConfig:
 
 @dataclasses.dataclass(slots=True)
 class DescribeStats:
-    """Counters (exported as metrics by the service): every job ends in exactly one of
-    ``dropped``, ``completed`` or ``failed``."""
+    """Counters (also exported as ``ostinato_describe_*`` metrics when the worker has a
+    :class:`~ostinato.stream.metrics.StreamMetrics`): every job ends in exactly one of
+    ``dropped``, ``completed`` or ``failed``; ``dropped_by`` splits the drops by reason
+    (``queue_full``, ``closed``: submitted after close, ``shutdown``: queued or running at close)."""
 
     submitted: int = 0
     dropped: int = 0
     completed: int = 0
     failed: int = 0
     callback_errors: int = 0
+    dropped_by: dict[str, int] = dataclasses.field(default_factory=dict)
+    total_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready counters."""
+        return {"submitted": self.submitted, "completed": self.completed, "failed": self.failed,
+                "dropped": self.dropped, "dropped_by": dict(self.dropped_by), "callback_errors": self.callback_errors,
+                "mean_s": round(self.total_s / max(1, self.completed + self.failed), 4)}
 
 
 class DescribeWorker:
     """Bounded background describer; use as ``async with DescribeWorker(fn) as w: w.submit(job)``."""
 
-    def __init__(self, describe: DescribeFn, config: DescribeWorkerConfig | None = None) -> None:
+    def __init__(self, describe: DescribeFn, config: DescribeWorkerConfig | None = None, metrics: Any = None) -> None:
         self._describe = describe
         self.config = config or DescribeWorkerConfig()
         self.stats = DescribeStats()
+        self._metrics = metrics  # a StreamMetrics, or None
         self._queue: asyncio.Queue[DescribeJob] = asyncio.Queue(maxsize=self.config.queue_size)
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="describe")
         self._task: asyncio.Task[None] | None = None
@@ -118,16 +129,34 @@ class DescribeWorker:
     def submit(self, job: DescribeJob) -> bool:
         """Queue ``job`` without blocking; returns False (and counts a drop) if full or closed."""
         self.stats.submitted += 1
+        if self._metrics is not None:
+            self._metrics.describe_submitted.inc()
         if self._closed:
-            self.stats.dropped += 1
+            self._drop("closed")
             return False
         try:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
-            self.stats.dropped += 1
+            self._drop("queue_full")
             logger.info("describe queue full (%d): dropped job %r", self.config.queue_size, job.job_id)
             return False
         return True
+
+    def _drop(self, reason: str, count: int = 1) -> None:
+        self.stats.dropped += count
+        self.stats.dropped_by[reason] = self.stats.dropped_by.get(reason, 0) + count
+        if self._metrics is not None:
+            self._metrics.describe_dropped.labels(reason).inc(count)
+
+    def _finished(self, ok: bool, elapsed_s: float) -> None:
+        self.stats.total_s += elapsed_s
+        if ok:
+            self.stats.completed += 1
+        else:
+            self.stats.failed += 1
+        if self._metrics is not None:
+            (self._metrics.describe_completed if ok else self._metrics.describe_failed).inc()
+            self._metrics.describe_latency.observe(elapsed_s)
 
     def start(self) -> None:
         """Start the worker task on the running loop (idempotent)."""
@@ -145,16 +174,16 @@ class DescribeWorker:
                     text = await loop.run_in_executor(self._executor, self._describe, job.audio,
                                                       job.sample_rate, job.prompt)
                 result = DescribeResult(job.job_id, text, None, time.perf_counter() - started)
-                self.stats.completed += 1
+                self._finished(True, result.elapsed_s)
             except asyncio.CancelledError:
-                self.stats.dropped += 1  # closed while this job was running
+                self._drop("shutdown")  # closed while this job was running
                 raise
             except Exception as e:  # a bad clip must not stop the worker; reported to the caller
                 reason = str(e) or (f"no answer within {self.config.timeout_s:g} s"
                                     if isinstance(e, TimeoutError) else "")
                 result = DescribeResult(job.job_id, None, f"{type(e).__name__}: {reason}",
                                         time.perf_counter() - started)
-                self.stats.failed += 1
+                self._finished(False, result.elapsed_s)
                 logger.warning("describe job %r failed: %s", job.job_id, result.error)
             finally:
                 self.busy = False
@@ -190,7 +219,7 @@ class DescribeWorker:
             self._task = None
         while not self._queue.empty():
             self._queue.get_nowait()
-            self.stats.dropped += 1
+            self._drop("shutdown")
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> DescribeWorker:

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-__all__ = ["Event", "EventLog", "MatchEvent", "NoveltyEvent", "event_from_json", "event_to_json"]
+__all__ = ["DescribeEvent", "Event", "EventLog", "MatchEvent", "NoveltyEvent", "event_from_json", "event_to_json"]
 
 
 def _check_times(**times: float) -> None:
@@ -91,12 +91,56 @@ class NoveltyEvent:
             raise ValueError(f"score={self.score!r}; expected a value in [0, 1]")
 
 
-Event = MatchEvent | NoveltyEvent
+@dataclasses.dataclass(frozen=True, slots=True)
+class DescribeEvent:
+    """A pattern was described in words by an audio-language model (GAMA; ``docs/gama.md``).
 
-_KINDS: dict[str, type[MatchEvent] | type[NoveltyEvent]] = {
+    Args:
+        stream: Stream the clip was cut from.
+        pattern_id: The pattern described (the library id when there is a library).
+        text: The description, or ``None`` when describing failed.
+        error: Why it failed (``Type: message``), or ``None``.
+        model: Name of the describing model (its directory name).
+        random_weights: The model has random weights: its text is meaningless.
+        prompt: The instruction the model answered.
+        clip_start_s: Start of the clip the model heard (stream time).
+        clip_end_s: End of that clip.
+        occurrence: ``first`` (the clip is centred on the pattern's first occurrence) or
+            ``latest`` (the first had left the audio ring; the newest occurrence was used).
+        elapsed_ms: Time the model took.
+        detected_at_s: Stream time of the newest audio when the description was ready.
+    """
+
+    stream: str
+    pattern_id: str
+    text: str | None
+    error: str | None
+    model: str
+    random_weights: bool
+    prompt: str
+    clip_start_s: float
+    clip_end_s: float
+    occurrence: str
+    elapsed_ms: float
+    detected_at_s: float
+
+    def __post_init__(self) -> None:
+        _check_times(clip_start_s=self.clip_start_s, clip_end_s=self.clip_end_s, elapsed_ms=self.elapsed_ms,
+                     detected_at_s=self.detected_at_s)
+        if (self.text is None) == (self.error is None):
+            raise ValueError(f"text={self.text!r}, error={self.error!r}; expected exactly one of them")
+        if self.occurrence not in ("first", "latest"):
+            raise ValueError(f"occurrence={self.occurrence!r}; expected 'first' or 'latest'")
+
+
+Event = MatchEvent | NoveltyEvent | DescribeEvent
+
+_KINDS: dict[str, type[MatchEvent] | type[NoveltyEvent] | type[DescribeEvent]] = {
     "match": MatchEvent,
     "novelty": NoveltyEvent,
+    "describe": DescribeEvent,
 }
+_NAMES = {cls: kind for kind, cls in _KINDS.items()}
 
 
 def _round(value: Any) -> Any:
@@ -104,12 +148,11 @@ def _round(value: Any) -> Any:
 
 
 def event_to_json(event: Event) -> str:
-    """One JSON object (no newline): ``{"event": "match"|"novelty", ...fields}``.
+    """One JSON object (no newline): ``{"event": "match"|"novelty"|"describe", ...fields}``.
 
     Times and scores are rounded to 0.1 ms / 1e-4.
     """
-    kind = "match" if isinstance(event, MatchEvent) else "novelty"
-    record: dict[str, Any] = {"event": kind}
+    record: dict[str, Any] = {"event": _NAMES[type(event)]}
     for field in dataclasses.fields(event):
         record[field.name] = _round(getattr(event, field.name))
     return json.dumps(record, separators=(",", ":"))

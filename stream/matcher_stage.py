@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from ostinato.runtime.logmel import LogMel, LogMelStream
 from ostinato.stream.embedding import clip_embedding, pattern_feature_name
-from ostinato.stream.events import Event, EventLog, MatchEvent
+from ostinato.stream.events import DescribeEvent, Event, EventLog, MatchEvent
 from ostinato.stream.library import PatternLibrary
 from ostinato.stream.matcher import FeatureBlock, MatcherConfig, PatternMatcher
 
@@ -89,6 +89,21 @@ class MatcherSession:
         self.matches = 0
         self.novelties = 0
         self.last_match: MatchEvent | None = None
+        #: Describes each new pattern (``attach_describer``); ``None``: no descriptions.
+        self.describer: Any = None
+        self._seen: set[tuple[str, str]] = set()
+
+    def attach_describer(self, describer: Any) -> None:
+        """Describe new patterns with a :class:`~ostinato.stream.pattern_describe.PatternDescriber`
+        (it gets every stream's audio); its ``describe`` events go to the event log and ``on_event``."""
+        self.describer = describer
+        describer.listeners.append(self._described)
+
+    def _described(self, event: DescribeEvent) -> None:
+        if self.events is not None:
+            self.events.write([event])
+        if self._on_event is not None:
+            self._on_event(event)
 
     def _matcher(self, stream: str) -> PatternMatcher:
         if stream not in self._matchers:
@@ -121,6 +136,8 @@ class MatcherSession:
     def feed(self, stream: str, samples: npt.NDArray[np.float32]) -> list[Event]:
         """16 kHz audio of ``stream`` in order; returns the events it completes (log-mel)."""
         matcher = self._matcher(stream)
+        if self.describer is not None:
+            self.describer.feed(stream, samples)
         out = self._logmel_streams[stream].push(samples)
         if not len(out):
             return []
@@ -150,15 +167,22 @@ class MatcherSession:
         self._logmel_streams.pop(stream, None)
         self._energy.pop(stream, None)
         self._raw.pop(stream, None)
+        if self.describer is not None:
+            self.describer.end(stream)
+        self._seen = {k for k in self._seen if k[0] != stream}
         return events
 
     def _handle(self, stream: str, matcher: PatternMatcher, events: list[Event]) -> list[Event]:
         out: list[Event] = []
         for event in events:
             if isinstance(event, MatchEvent):
+                new = (stream, event.pattern_id) not in self._seen
+                self._seen.add((stream, event.pattern_id))
                 event = self._file(stream, matcher, event)
                 self.matches += 1
                 self.last_match = event
+                if new and self.describer is not None:
+                    self.describer.pattern_found(event, self.library)
             else:
                 self.novelties += 1
             out.append(event)
@@ -191,11 +215,16 @@ class MatcherSession:
         self._ids[(event.stream, event.pattern_id)] = pid
         return dataclasses.replace(event, pattern_id=pid)
 
-    def close(self) -> list[Event]:
-        """Flush every stream, then close the event log and the library."""
+    def close_streams(self) -> list[Event]:
+        """Flush every stream (the event log and library stay open)."""
         events: list[Event] = []
         for stream in list(self._matchers):
             events += self.end(stream)
+        return events
+
+    def close(self) -> list[Event]:
+        """Flush every stream, then close the event log and the library."""
+        events = self.close_streams()
         if self.events is not None:
             self.events.close()
         if self.library is not None:
@@ -208,6 +237,8 @@ class MatcherSession:
         if self.last_match is not None:
             m = self.last_match
             text += f" (last {m.pattern_id} at {m.start_s:.1f}-{m.end_s:.1f} s, score {m.score:.2f})"
+        if self.describer is not None:
+            text += f", {self.describer.status_text()}"
         return text
 
 
@@ -217,10 +248,17 @@ class MatcherStage:
 
     Args:
         config: Stage settings.
+        describer: Describes new patterns (a :class:`~ostinato.stream.pattern_describe.PatternDescriber`
+            built with ``open``: the stage closes it, waiting up to ``describe_drain_s`` for
+            queued descriptions at the end).
+        describe_drain_s: How long :meth:`close` waits for queued descriptions.
     """
 
-    def __init__(self, config: MatcherStageConfig) -> None:
+    def __init__(self, config: MatcherStageConfig, describer: Any = None, describe_drain_s: float = 120.0) -> None:
         self.session = MatcherSession(config)
+        self._describe_drain_s = describe_drain_s
+        if describer is not None:
+            self.session.attach_describer(describer)
 
     def tap_source(self, source: Any) -> Any:
         """Wrap a pipeline source so its audio also reaches :meth:`MatcherSession.feed`."""
@@ -236,8 +274,26 @@ class MatcherStage:
         self.session.end(end.stream_id)
 
     async def close(self) -> None:
-        """Flush everything; close files."""
-        self.session.close()
+        """Flush everything; let queued descriptions finish; close files."""
+        describer = self.session.describer
+        try:
+            self.session.close_streams()
+            if describer is not None:
+                await describer.close(self._describe_drain_s)
+        finally:
+            self.session.close()
+
+    def summary_lines(self) -> list[str]:
+        """Describe counts for the run summary (nothing without a describer)."""
+        d = self.session.describer
+        if d is None:
+            return []
+        s = d.summary()
+        w = s["worker"]
+        dropped = ", ".join(f"{k} {v}" for k, v in sorted(w["dropped_by"].items())) or "none"
+        return [f"describe ({d.config.model_name}{', RANDOM WEIGHTS' if d.config.random_weights else ''}): "
+                f"described {s['described']}, failed {s['failed']}, dropped {w['dropped']} ({dropped}), "
+                f"no audio {s['no_audio']}, already described {s['already_described']}, mean {w['mean_s']:.2f} s"]
 
     def status_text(self) -> str:
         """Matches so far, for ``ostinato run``'s status line."""
