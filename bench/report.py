@@ -82,61 +82,48 @@ def f1_by_snr(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]
     return dict(out)
 
 
+def _line_plot(plt: Any, path: Path, series: dict[str, list[tuple[float, float]]], *, xlabel: str, ylabel: str,
+               title: str, **axes: Any) -> bool:
+    """One PNG with a line per series (points sorted by x); False when there is nothing to draw."""
+    if not series:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, pts in sorted(series.items()):
+        pts = sorted(pts)
+        style = {"marker": "^", "linestyle": "--"} if name.endswith(" p99") else {"marker": "o"}
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, **style)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, **axes)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def _plot_rtf(rows: list[dict[str, Any]], plt: Any, path: Path) -> bool:
     series: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
         if "rtf" in r and "window_s" in r and "engine" in r:
             series[f"{r['engine']} ({r.get('threads', '?')} thr)"].append((float(r["window_s"]), float(r["rtf"])))
-    if not series:
-        return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, pts in sorted(series.items()):
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
-    ax.set(xlabel="window length (s)", ylabel="real-time factor (p50 / window)", title="Wav2Vec2 RTF vs window")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _line_plot(plt, path, series, xlabel="window length (s)", ylabel="real-time factor (p50 / window)",
+                      title="Wav2Vec2 RTF vs window")
 
 
 def _plot_latency(results: dict[str, list[dict[str, Any]]], plt: Any, path: Path) -> bool:
-    series: dict[str, list[tuple[int, float, float]]] = {}
+    series: dict[str, list[tuple[float, float]]] = {}
     stream = [r for r in results.get("bench_stream", []) if r.get("bench") == "stream_latency"]
-    if stream:
-        series["bench_stream (pipeline)"] = [(r["streams"], r["latency_p50_ms"], r["latency_p99_ms"]) for r in stream]
     service = [r for r in results.get("bench_service", []) if r.get("bench") == "service" and r.get("feature_latency_p50_ms") is not None]
-    if service:
-        series["bench_service (WebSocket)"] = [(r["clients"], r["feature_latency_p50_ms"], r["feature_latency_p99_ms"]) for r in service]
-    if not series:
-        return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, pts in series.items():
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{name} p50")
-        ax.plot([p[0] for p in pts], [p[2] for p in pts], marker="^", linestyle="--", label=f"{name} p99")
-    ax.set(xlabel="concurrent real-time streams", ylabel="latency (ms)", title="Latency vs concurrent streams")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    for name, rows, n, key in (("bench_stream (pipeline)", stream, "streams", "latency_{}_ms"),
+                               ("bench_service (WebSocket)", service, "clients", "feature_latency_{}_ms")):
+        for q in ("p50", "p99") if rows else ():
+            series[f"{name} {q}"] = [(r[n], r[key.format(q)]) for r in rows]
+    return _line_plot(plt, path, series, xlabel="concurrent real-time streams", ylabel="latency (ms)",
+                      title="Latency vs concurrent streams")
 
 
 def _plot_f1(rows: list[dict[str, Any]], plt: Any, path: Path) -> bool:
-    series = f1_by_snr(rows)
-    if not series:
-        return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, pts in sorted(series.items()):
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
-    ax.set(xlabel="SNR (dB)", ylabel="F1", title="Matcher F1 vs SNR", ylim=(0, 1.05))
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _line_plot(plt, path, dict(f1_by_snr(rows)), xlabel="SNR (dB)", ylabel="F1", title="Matcher F1 vs SNR",
+                      ylim=(0, 1.05))
 
 
 def _plot_cost(rows: list[dict[str, Any]], plt: Any, path: Path) -> bool:
@@ -144,18 +131,8 @@ def _plot_cost(rows: list[dict[str, Any]], plt: Any, path: Path) -> bool:
     for r in rows:
         if "cost" in r and "buffer_s" in r and "core_fraction" in r:
             series[r["cost"]].append((float(r["buffer_s"]) / 60, 100 * float(r["core_fraction"])))
-    if not series:
-        return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, pts in sorted(series.items()):
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
-    ax.set(xlabel="buffer (minutes)", ylabel="% of one core per stream", title="Matcher cost vs buffer length")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _line_plot(plt, path, series, xlabel="buffer (minutes)", ylabel="% of one core per stream",
+                      title="Matcher cost vs buffer length")
 
 
 def make_plots(results: dict[str, list[dict[str, Any]]], folder: Path) -> dict[str, str | None]:
