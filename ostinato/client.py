@@ -24,8 +24,7 @@ import collections
 import dataclasses
 import logging
 import random
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -33,7 +32,8 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 
-from ostinato.errors import ClientError, ConnectTimeoutError, ServerClosedError, error_from_wire
+from ostinato.client_buffer import ResendBuffer
+from ostinato.errors import ClientError, ConnectTimeoutError, ServerClosedError, ServerError, error_from_wire
 from ostinato.stream.breaker import BreakerConfig, CircuitBreaker
 from ostinato.stream.errors import ErrorClass, ProtocolError, classify_error
 from ostinato.stream.retry import RetryPolicy, retry_call
@@ -69,7 +69,10 @@ class ClientConfig:
         max_backoff_ms: Cap on any retry delay.
         jitter: Fraction of each delay that is randomized (0..1).
         token: Bearer token (``None``: no ``Authorization`` header).
-        resend_buffer_s: Audio kept to resend after a resume (older audio is lost on a drop).
+        resend_buffer_s: Audio kept to resend after a resume, at most (frames the server
+            acknowledged with ``through_seq`` are dropped sooner).
+        in_use_wait_s: How long a resume keeps retrying ``stream_in_use`` (the server still
+            holds the previous connection; it drops a dead one within 1.5 heartbeats, 15 s).
         block_ms: Audio per ``audio`` message.
         breaker: Circuit breaker around connecting (each failed connect, after all its retries,
             counts as one failure).
@@ -84,6 +87,7 @@ class ClientConfig:
     jitter: float = 0.5
     token: str | None = None
     resend_buffer_s: float = 10.0
+    in_use_wait_s: float = 20.0
     block_ms: int = 100
     breaker: BreakerConfig = BreakerConfig(failure_threshold=3, min_calls=3, window_calls=10, cooldown_s=10.0)
     max_received: int = 4096
@@ -134,8 +138,16 @@ class StreamClient:
         self._arrived = asyncio.Event()
         self._lost = asyncio.Event()
         self._fatal: ClientError | None = None
-        self._resend: collections.deque[Audio] = collections.deque()
-        self._resend_samples = 0
+        self.resend = ResendBuffer(config.resend_buffer_s * sample_rate, encoding, channels)
+        #: Highest output ``seq`` received (event/features/status); sent as ``last_output_seq`` on resume.
+        self.last_output_seq = -1
+        #: Output frames missed (seq jumps), and resume retries while the old connection was held.
+        self.output_gaps = 0
+        self.in_use_retries = 0
+        self.retries = 0
+        #: The latest ``status`` frame.
+        self.last_status: Status | None = None
+        self._statuses = 0
         self._pending = np.zeros((0, channels), np.float32)
         #: The ``ready`` frame of the current connection.
         self.ready: Ready | None = None
@@ -176,13 +188,33 @@ class StreamClient:
         # open it; while it is open, connecting fails at once instead of retrying again.
         self.breaker.check()
         try:
-            ready: Ready = await retry_call(fn, self.config.retry_policy, operation=operation, rng=self._rng)
+            ready: Ready = await retry_call(fn, self.config.retry_policy, operation=operation, rng=self._rng,
+                                            on_retry=self._count_retry)
         except Exception as e:
             if classify_error(e) is ErrorClass.TRANSIENT:
                 self.breaker.record_failure()
             raise
         self.breaker.record_success()
         return ready
+
+    def _count_retry(self, attempt: int, error: BaseException, delay_s: float) -> None:
+        self.retries += 1
+
+    async def _resume(self) -> Ready:
+        """Resume; while the server still holds our previous connection (``stream_in_use``,
+        transient) keep retrying for up to ``in_use_wait_s`` without counting it as a failure."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.in_use_wait_s
+        delay_s = max(0.05, self.config.backoff_ms / 1000)
+        while True:
+            try:
+                return await self._open(resume=True)
+            except ServerError as e:
+                if e.code != "stream_in_use" or loop.time() + delay_s > deadline:
+                    raise
+            self.in_use_retries += 1
+            await asyncio.sleep(delay_s * (1 - self.config.jitter * random.random()))
+            delay_s = min(2 * delay_s, 2.0, self.config.max_backoff_ms / 1000)
 
     async def _open(self, *, resume: bool) -> Ready:
         await self._drop_connection()
@@ -193,7 +225,8 @@ class StreamClient:
         hello = self._hello
         if resume:
             hello = dataclasses.replace(hello, stream_id=self.stream_id, resume_from_seq=self._next_seq,
-                                        options={**hello.options, "resume_token": self._resume_token})
+                                        options={**hello.options, "resume_token": self._resume_token},
+                                        last_output_seq=self.last_output_seq if self.last_output_seq >= 0 else None)
         try:
             async with asyncio.timeout(timeout_s):
                 ws = await self._session.ws_connect(self.url, autoping=True, max_msg_size=0)
@@ -212,6 +245,7 @@ class StreamClient:
         self.ready = ready
         self.stream_id = ready.stream_id
         self._resume_token = str(ready.info.get("resume_token", ""))
+        self.resend.ack(_int_or_none(ready.info.get("through_seq")))
         self._lost.clear()
         self._reader = asyncio.create_task(self._read(ws), name=f"client-reader-{self.stream_id}")
         if resume:
@@ -244,10 +278,27 @@ class StreamClient:
                 self._fatal = error_from_wire(frame.code, frame.message, frame.error_class, frame.hint)
             if isinstance(frame, Bye):
                 self.bye = frame
+            if self._is_duplicate(frame):
+                continue
             self._keep(frame)
         if self.bye is None and self._fatal is None:
             self._lost.set()
         self._arrived.set()
+
+    def _is_duplicate(self, frame: Frame) -> bool:
+        """Track output ``seq`` (gaps counted; a replayed frame already seen is skipped) and acks."""
+        seq = getattr(frame, "seq", None) if not isinstance(frame, Audio) else None
+        if isinstance(frame, Status):
+            self.resend.ack(frame.through_seq)
+            self.last_status = frame
+            self._statuses += 1
+        if seq is None:
+            return False
+        if seq <= self.last_output_seq:
+            return True
+        self.output_gaps += seq - self.last_output_seq - 1
+        self.last_output_seq = seq
+        return False
 
     def _keep(self, frame: Frame) -> None:
         self._frames.append(frame)
@@ -281,7 +332,7 @@ class StreamClient:
                 await self.connect()
             else:
                 logger.warning("connection to %s lost; resuming stream %s", self.url, self.stream_id)
-                await self._with_retries(lambda: self._open(resume=True), "resume")
+                await self._with_retries(self._resume, "resume")
         assert self._ws is not None
         return self._ws
 
@@ -307,19 +358,8 @@ class StreamClient:
         frame = Audio(seq=self._next_seq, pcm=encode_pcm(block, self._hello.encoding), start_sample=self._samples_sent)
         self._next_seq += 1
         self._samples_sent += block.shape[0]
-        self._remember(frame, block.shape[0])
+        self.resend.add(frame)
         await self._send(frame)
-
-    def _remember(self, frame: Audio, n: int) -> None:
-        self._resend.append(frame)
-        self._resend_samples += n
-        limit = self.config.resend_buffer_s * self._hello.sample_rate
-        while self._resend and self._resend_samples - self._samples_of(self._resend[0]) >= limit:
-            self._resend_samples -= self._samples_of(self._resend.popleft())
-
-    def _samples_of(self, frame: Audio) -> int:
-        width = {"f32le": 4, "s16le": 2}[self._hello.encoding] * self._hello.channels
-        return len(frame.pcm) // width
 
     async def _send(self, frame: Frame) -> None:
         ws = await self._ensure_connected()
@@ -334,7 +374,7 @@ class StreamClient:
             await ws.send_bytes(encode_frame(frame))
 
     async def _resend_from(self, next_seq: int) -> None:
-        missing = [f for f in self._resend if f.seq >= next_seq]
+        missing = self.resend.since(next_seq)
         if next_seq < self._next_seq and (not missing or missing[0].seq > next_seq):
             logger.warning("resume: server expects seq %d but only seq >= %d is buffered; the gap is lost",
                            next_seq, missing[0].seq if missing else self._next_seq)
@@ -343,11 +383,24 @@ class StreamClient:
             await self._ws.send_bytes(encode_frame(frame))
 
     async def flush(self) -> Status:
-        """Send pending audio and ``flush``; wait for the server's status (all audio processed)."""
+        """Send pending audio and ``flush``; wait for the status that answers it: the first whose
+        ``through_seq`` covers the last audio sent (every earlier feature/event has arrived then)."""
         await self._send_pending()
-        seen = len(self._frames)
+        last, count = self._next_seq - 1, self._statuses
         await self._send(Flush())
-        return await self._wait_for(Status, after=seen)  # type: ignore[return-value]
+        while True:
+            status = self.last_status
+            if self._statuses > count and status is not None and (last < 0 or (status.through_seq or -1) >= last):
+                return status
+            if self._fatal is not None:
+                raise self._fatal
+            if self.bye is not None:
+                raise ClientError("stream ended while waiting for flush", code="stream_ended", error_class=ErrorClass.PERMANENT)
+            if self._lost.is_set():
+                await self._ensure_connected()  # resumed: ask again
+                await self._send(Flush())
+            self._arrived.clear()
+            await self._arrived.wait()
 
     async def end(self, timeout_s: float = 60.0) -> Bye:
         """Send pending audio and ``end``; wait for ``bye`` (all output has arrived then).
@@ -373,18 +426,6 @@ class StreamClient:
         if self._pending.shape[0]:
             block, self._pending = self._pending, np.zeros((0, self._hello.channels), np.float32)
             await self._send_block(block)
-
-    async def _wait_for(self, kind: type, after: int) -> Frame:
-        while True:
-            for f in list(self._frames)[after:]:
-                if isinstance(f, kind):
-                    return f
-            if self._fatal is not None:
-                raise self._fatal
-            if self.bye is not None:
-                raise ClientError("stream ended while waiting", code="stream_ended", error_class=ErrorClass.PERMANENT)
-            self._arrived.clear()
-            await self._arrived.wait()
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -430,71 +471,8 @@ class StreamClient:
                 transport.abort()
 
 
-class SyncStreamClient:
-    """Blocking wrapper of :class:`StreamClient`: runs its own event loop in a thread.
-
-    Same arguments as :class:`StreamClient`. Use as a context manager.
-    """
-
-    def __init__(self, url: str, **kwargs: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="ostinato-client", daemon=True)
-        self._thread.start()
-        self._client: StreamClient = self._call(_make_client(url, kwargs))
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def __enter__(self) -> SyncStreamClient:
-        self.connect()
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
-
-    @property
-    def client(self) -> StreamClient:
-        """The wrapped async client."""
-        return self._client
-
-    def connect(self) -> Ready:
-        """See :meth:`StreamClient.connect`."""
-        return self._call(self._client.connect())  # type: ignore[no-any-return]
-
-    def send_audio(self, samples: npt.ArrayLike) -> None:
-        """See :meth:`StreamClient.send_audio`."""
-        self._call(self._client.send_audio(samples))
-
-    def flush(self) -> Status:
-        """See :meth:`StreamClient.flush`."""
-        return self._call(self._client.flush())  # type: ignore[no-any-return]
-
-    def end(self, timeout_s: float = 60.0) -> Bye:
-        """See :meth:`StreamClient.end`."""
-        return self._call(self._client.end(timeout_s))  # type: ignore[no-any-return]
-
-    def events(self) -> list[dict[str, Any]]:
-        """See :meth:`StreamClient.events`."""
-        return self._client.events()
-
-    def frames(self) -> Iterator[Frame]:
-        """Received frames, oldest first, until ``bye``."""
-        iterator = self._client.__aiter__()
-        while True:
-            try:
-                yield self._call(iterator.__anext__())
-            except StopAsyncIteration:
-                return
-
-    def close(self) -> None:
-        """Close the connection and stop the loop thread."""
-        if self._loop.is_closed():
-            return
-        self._call(self._client.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-async def _make_client(url: str, kwargs: dict[str, Any]) -> StreamClient:
-    return StreamClient(url, **kwargs)  # created inside the loop thread (asyncio objects bind lazily)
+from ostinato.client_sync import SyncStreamClient  # noqa: E402  (re-exported; it wraps StreamClient)

@@ -26,6 +26,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ostinato.errors import ServiceError, TooManyStreamsError
 from ostinato.limits import TokenBucket
+from ostinato.outbox import Replay
 from ostinato.server import SERVICE_KEY, Service, problem
 from ostinato.stream.errors import ChannelClosedError, InvalidAudioError, ProtocolError, StreamError
 from ostinato.stream.wire import (
@@ -275,15 +276,33 @@ class _Connection:
             code = getattr(e, "code", "protocol_error" if isinstance(e, ProtocolError) else "refused")
             await self.bad(code, e)
             return None
-        await self.send(self.ready(session, resumed))
+        replay = session.outbox.replay_after(hello.last_output_seq) if resumed and hello.last_output_seq is not None else None
+        await self.send(self.ready(session, resumed, replay))
+        if replay is not None:
+            self.note_replay(session, replay)
         return session
 
-    def ready(self, session: StreamSession, resumed: bool) -> Ready:
+    def note_replay(self, session: StreamSession, replay: Replay) -> None:
+        """Count a resume's replay; tell the client about output it can no longer get."""
+        self.metrics.replayed.labels("replayed").inc(replay.replayed)
+        if not replay.lost:
+            return
+        self.metrics.replayed.labels("lost").inc(replay.lost)
+        session.dropped["replay_lost"] += replay.lost
+        last = (replay.lost_from_seq or 0) + replay.lost - 1
+        session.outbox.unget(ErrorFrame(
+            "output_gap", f"output frames seq {replay.lost_from_seq}..{last} are no longer held (replay buffer of "
+            f"{self.limits.replay_frames} frames / {self.limits.replay_bytes} bytes); they are lost", "transient",
+            "resume sooner, or ask for fewer/smaller outputs (features_hz, features_dtype f16)", False))
+
+    def ready(self, session: StreamSession, resumed: bool, replay: Replay | None = None) -> Ready:
         engine = session.engine
         info: dict[str, Any] = {
             "resume_token": session.resume_token,
             "resumed": resumed,
             "next_seq": session.next_seq,
+            "through_seq": session.acks.through(session.options.match),
+            "next_output_seq": session.outbox.next_seq,
             "resume_grace_s": self.limits.resume_grace_s,
             "model": session.model_name,
             "outputs": sorted(session.options.outputs),
@@ -303,6 +322,8 @@ class _Connection:
             info["random_weights"] = bool(engine.entry.model.manifest.random_init)
         if session.media_path is not None:
             info["file"] = session.media_path.name
+        if replay is not None:
+            info["replay"] = replay.info()
         return Ready(stream_id=session.stream_id, frame_stride_samples=320 * session.options.features_every, info=info)
 
     async def read(self, session: StreamSession) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ostinato.acks import AckTracker
 from ostinato.outbox import OutQueue
 from ostinato.stream.channel import Channel
 from ostinato.stream.errors import ChannelClosedError, EndOfStream, InvalidAudioError, StreamError, classify_error
@@ -79,7 +80,8 @@ class StreamSession:
         self.hub = hub
         self.resume_token = secrets.token_urlsafe(16)
         limits = hub.limits
-        self.outbox = OutQueue(limits.max_send_queue)
+        self.outbox = OutQueue(limits.max_send_queue, limits.replay_frames, limits.replay_bytes)
+        self.acks = AckTracker()  # through_seq: client audio fully processed
         self.input: Channel[AudioChunk] = Channel(hub.streaming(engine).max_queue, options.overflow,  # type: ignore[arg-type]
                                                   name="server_input", metrics=hub.metrics)
         self.results: Channel[StreamFeatures | StreamEnd] = Channel(hub.streaming(engine).max_queue + 2, "block", name="server_results")
@@ -139,11 +141,12 @@ class StreamSession:
         if seq > self.next_seq:
             self._note_gap(seq, start_sample)
         self.next_seq = seq + 1
-        await self._enqueue(samples, start_sample or 0)
+        await self._enqueue(samples, start_sample or 0, seq)
 
-    async def _enqueue(self, samples: npt.NDArray[np.float32], start_sample: int) -> None:
+    async def _enqueue(self, samples: npt.NDArray[np.float32], start_sample: int, seq: int | None = None) -> None:
         chunk = AudioChunk(self.stream_id, start_sample, samples, self.hello.sample_rate, time.monotonic())
         self._idle.clear()
+        self.acks.fed(chunk, seq)
         if self.options.overflow == "block":
             await self.input.put(chunk)
         else:
@@ -269,6 +272,7 @@ class StreamSession:
             rms = float(np.sqrt(np.mean(np.square(chunk.samples, dtype=np.float64))))
             self.level_dbfs = max(-120.0, 20 * math.log10(max(rms, 1e-6)))
         await self._consume(x, chunk.received_s)
+        self.acks.consumed(chunk, self.samples_in)
 
     async def _consume(self, x: npt.NDArray[np.float32], received_s: float) -> None:
         self.samples_in += int(x.shape[0])
@@ -288,6 +292,7 @@ class StreamSession:
             async for x in self._match_input:
                 if self._matching is not None:
                     await self._match_call(self._matching.feed, self.stream_id, x)
+                self.acks.matched(int(x.shape[0]))
         finally:
             self._matched.set()
 
@@ -313,9 +318,12 @@ class StreamSession:
         if not wait and (self._in_flight.locked() or self.engine.inbox.depth >= self.engine.inbox.capacity):
             self.dropped["window_backlog"] += 1
             self.hub.metrics.windows_dropped.labels("backlog").inc()
+            self.acks.window_submitted()
+            self.acks.window_done()
             return
         await self._in_flight.acquire()
         self.windows_pending += 1
+        self.acks.window_submitted()
         await self.engine.submit(window)
 
     def deliver(self, item: StreamFeatures | StreamEnd) -> None:
@@ -331,6 +339,7 @@ class StreamSession:
         self._in_flight.release()
         self.windows_pending -= 1
         self.dropped[f"window_{reason}"] += 1
+        self.acks.window_done()
 
     async def _emit(self, ticker: asyncio.Task[None]) -> None:
         async for item in self.results:
@@ -338,6 +347,7 @@ class StreamSession:
                 break
             self._emitting = True
             await self._on_features(item)
+            self.acks.window_done()
             self._emitting = False
         await self._matched.wait()  # every block reached the matcher
         if self._matching is not None:
@@ -430,7 +440,7 @@ class StreamSession:
             reasons.append(f"inference breaker {self.engine.breaker_state()}")
         return Status(lag_s=round(lag_s, 4), dropped=dict(dropped), health=health, reasons=tuple(reasons),  # type: ignore[arg-type]
                       frames=self.frames_out, audio_s=round(self.samples_in / PIPELINE_SAMPLE_RATE, 4),
-                      level_dbfs=round(self.level_dbfs, 1))
+                      level_dbfs=round(self.level_dbfs, 1), through_seq=self.acks.through(self._matching is not None))
 
     def _structural_latency_s(self) -> float:
         if self.engine is None:

@@ -217,7 +217,6 @@ class StreamHub:
             raise ServiceError("wrong resume_token for this stream", code="resume_refused", status=403,
                                hint="resume with the resume_token from the stream's ready frame")
         if session.attached:
-            self.metrics.rejected.labels("stream_in_use").inc()
             wait_s = 1.5 * self.limits.heartbeat_s
             raise StreamInUseError(
                 f"stream {hello.stream_id!r} is still attached to another connection (the server has not seen it close yet)",
@@ -264,6 +263,8 @@ class StreamHub:
             config = MatcherConfig.for_features(features, buffer_s=self.service.config.match_buffer_s)
             session = MatcherSession(MatcherStageConfig(features=features, matcher=config))
             session.library = self.service.library  # shared; the service flushes and closes it
+            if self.service.describer is not None:  # --describe-model: new patterns described (server_describe)
+                session.attach_describer(self.service.describer)
             self._matching[features] = session
         return session
 

@@ -76,7 +76,9 @@ class WireLimits:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Hello:
-    """Opens a stream. ``role="send"``: this peer sends audio; ``"receive"``: it wants audio."""
+    """Opens a stream. ``role="send"``: this peer sends audio; ``"receive"``: it wants audio.
+    ``last_output_seq`` (resume): the highest output ``seq`` this peer received; the server
+    replays the later ones it still holds."""
 
     sample_rate: int
     encoding: Encoding = "f32le"
@@ -86,6 +88,7 @@ class Hello:
     outputs: tuple[str, ...] = ("events", "status")
     resume_from_seq: int | None = None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    last_output_seq: int | None = None
     type: Literal["hello"] = "hello"
 
 
@@ -132,9 +135,11 @@ class Ready:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Event:
-    """A detector event (``match``, ``novelty``…) as the JSON object of docs/events.md."""
+    """A detector event (``match``, ``novelty``…) as the JSON object of docs/events.md;
+    ``seq`` numbers the stream's output frames (event, features, status) so loss shows."""
 
     event: dict[str, Any]
+    seq: int | None = None
     type: Literal["event"] = "event"
 
 
@@ -151,6 +156,7 @@ class FeaturesFrame:
     data: bytes
     dtype: Literal["f32", "f16"] = "f32"
     frame_stride_samples: int = 320
+    seq: int | None = None
     type: Literal["features"] = "features"
 
     @classmethod
@@ -174,7 +180,9 @@ class FeaturesFrame:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Status:
     """Periodic stream status: lag, drops by reason, health and its reasons, and the input
-    level (RMS of the latest audio block in dBFS, floored at -120) for level meters."""
+    level (RMS of the latest audio block in dBFS, floored at -120) for level meters.
+    ``seq``: output sequence number; ``through_seq``: the last audio ``seq`` fully processed
+    (its features and events were produced), so the sender may forget audio up to it."""
 
     lag_s: float = 0.0
     dropped: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -183,6 +191,8 @@ class Status:
     frames: int = 0
     audio_s: float = 0.0
     level_dbfs: float = -120.0
+    seq: int | None = None
+    through_seq: int | None = None
     type: Literal["status"] = "status"
 
 
@@ -334,6 +344,10 @@ def _build(cls: type[Any], body: dict[str, Any]) -> Any:
 
 
 def _validate(frame: Any) -> None:
+    for name in ("seq", "through_seq", "last_output_seq", "resume_from_seq"):
+        value = getattr(frame, name, None)
+        if value is not None and value < 0:
+            raise ProtocolError(f"{frame.type}.{name}={value}; expected >= 0")
     if isinstance(frame, Hello):
         if frame.encoding not in ENCODINGS:
             raise ProtocolError(f"hello.encoding={frame.encoding!r}; expected one of {ENCODINGS}")
