@@ -36,6 +36,9 @@ def register(sub: Any) -> None:
     p.add_argument("--match-buffer-s", type=float, default=None, help="audio history each stream's matcher searches (default 120)")
     p.add_argument("--idle-timeout-s", type=float, default=60.0, help="end streams silent for this long")
     p.add_argument("--resume-grace-s", type=float, default=30.0, help="how long a dropped stream waits to be resumed")
+    p.add_argument("--describe-model", type=Path, default=None, metavar="GAMA_DIR",
+                   help="describe new patterns (and POST /v1/patterns/{id}/describe) with this GAMA export (docs/gama.md)")
+    p.add_argument("--describe-prompt", default=None, help='instruction for --describe-model (default "Describe the audio.")')
     p.set_defaults(func=run)
 
 
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     config = ServerConfig(
         host=args.host, port=args.port, token=token, library_path=args.library, limits=limits,
         allowed_origins=frozenset(args.allow_origin), media_dir=args.media_dir, match_buffer_s=args.match_buffer_s,
+        describe_model=args.describe_model, describe_prompt=args.describe_prompt,
     )
 
     def ready(url: str) -> None:

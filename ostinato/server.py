@@ -65,6 +65,9 @@ class ServerConfig:
         shutdown_timeout_s: How long shutdown waits for streams to drain.
         max_models: Models configured at once.
         match_buffer_s: Audio history each stream's matcher searches (memory grows with it).
+        describe_model: GAMA export that describes new patterns and answers
+            ``POST /v1/patterns/{id}/describe`` (``None``: no descriptions; docs/gama.md).
+        describe_prompt: Instruction for the describe model (``None``: GAMA's default).
     """
 
     host: str = "127.0.0.1"
@@ -77,6 +80,8 @@ class ServerConfig:
     shutdown_timeout_s: float = 10.0
     max_models: int = 4
     match_buffer_s: float = 120.0
+    describe_model: Path | None = None
+    describe_prompt: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -116,6 +121,8 @@ class Service:
         self.started_s = time.time()
         self.shutting_down = False
         self.library: Any = None
+        # Set by ostinato.server_describe at start-up with --describe-model; None otherwise.
+        self.describer: Any = None
         # Set by ostinato.server_stream.setup(); None until then.
         self.streams: Any = None
         self._cleanups: list[Callable[[], Awaitable[None]]] = []
@@ -234,7 +241,7 @@ def build_app(config: ServerConfig, *, models: list[ModelConfig] = (), metrics: 
     Returns:
         The application; its :class:`Service` is ``app[SERVICE_KEY]``.
     """
-    from ostinato import server_library, server_rest, server_stream
+    from ostinato import server_describe, server_library, server_rest, server_stream
 
     service = Service(config, metrics)
     # Our own limits apply below this (with error frames); aiohttp's cap is the hard stop.
@@ -246,6 +253,7 @@ def build_app(config: ServerConfig, *, models: list[ModelConfig] = (), metrics: 
     server_rest.setup(app)
     server_library.setup(app)
     server_stream.setup(app)
+    server_describe.setup(app)
 
     async def startup(_app: web.Application) -> None:
         await service.open_library()
