@@ -39,6 +39,8 @@ def register(sub: Any) -> None:
     p.add_argument("--describe-model", type=Path, default=None, metavar="GAMA_DIR",
                    help="describe new patterns (and POST /v1/patterns/{id}/describe) with this GAMA export (docs/gama.md)")
     p.add_argument("--describe-prompt", default=None, help='instruction for --describe-model (default "Describe the audio.")')
+    p.add_argument("--describe-ring-s", type=float, default=None,
+                   help="audio kept per stream for descriptions (default: --match-buffer-s + 11, at least 60; 32 kB/s per stream)")
     p.set_defaults(func=run)
 
 
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     config = ServerConfig(
         host=args.host, port=args.port, token=token, library_path=args.library, limits=limits,
         allowed_origins=frozenset(args.allow_origin), media_dir=args.media_dir, match_buffer_s=args.match_buffer_s,
-        describe_model=args.describe_model, describe_prompt=args.describe_prompt,
+        describe_model=args.describe_model, describe_prompt=args.describe_prompt, describe_ring_s=args.describe_ring_s,
     )
 
     def ready(url: str) -> None:

@@ -68,6 +68,8 @@ class ServerConfig:
         describe_model: GAMA export that describes new patterns and answers
             ``POST /v1/patterns/{id}/describe`` (``None``: no descriptions; docs/gama.md).
         describe_prompt: Instruction for the describe model (``None``: GAMA's default).
+        describe_ring_s: Audio kept per stream to cut clips from (``None``: ``match_buffer_s``
+            + 11 s, at least 60 s; 32 kB per second per stream).
     """
 
     host: str = "127.0.0.1"
@@ -82,6 +84,7 @@ class ServerConfig:
     match_buffer_s: float = 120.0
     describe_model: Path | None = None
     describe_prompt: str | None = None
+    describe_ring_s: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -72,7 +72,8 @@ def _start(service: Service) -> None:
     if config.describe_model is None:
         return
     clips = ClipStore(clip_dir_for(config.library_path)) if config.library_path is not None else None
-    settings = {"prompt": config.describe_prompt, "ring_s": max(60.0, config.match_buffer_s + 11.0)}
+    ring_s = config.describe_ring_s or max(60.0, config.match_buffer_s + 11.0)
+    settings = {"prompt": config.describe_prompt, "ring_s": ring_s}
     describer = PatternDescriber.open(config.describe_model, settings, clips=clips,
                                       metrics=service.metrics)
     describer.listeners.append(lambda event: _to_stream(service, event))

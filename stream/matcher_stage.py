@@ -91,7 +91,7 @@ class MatcherSession:
         self.last_match: MatchEvent | None = None
         #: Describes each new pattern (``attach_describer``); ``None``: no descriptions.
         self.describer: Any = None
-        self._seen: set[tuple[str, str]] = set()
+        self._seen: dict[str, set[str]] = {}  # matcher pattern ids per stream (a stream's calls never overlap)
 
     def attach_describer(self, describer: Any) -> None:
         """Describe new patterns with a :class:`~ostinato.stream.pattern_describe.PatternDescriber`
@@ -169,15 +169,16 @@ class MatcherSession:
         self._raw.pop(stream, None)
         if self.describer is not None:
             self.describer.end(stream)
-        self._seen = {k for k in self._seen if k[0] != stream}
+        self._seen.pop(stream, None)
         return events
 
     def _handle(self, stream: str, matcher: PatternMatcher, events: list[Event]) -> list[Event]:
         out: list[Event] = []
         for event in events:
             if isinstance(event, MatchEvent):
-                new = (stream, event.pattern_id) not in self._seen
-                self._seen.add((stream, event.pattern_id))
+                seen = self._seen.setdefault(stream, set())
+                new = event.pattern_id not in seen
+                seen.add(event.pattern_id)
                 event = self._file(stream, matcher, event)
                 self.matches += 1
                 self.last_match = event
