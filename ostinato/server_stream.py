@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ostinato.errors import ServiceError, TooManyStreamsError
 from ostinato.limits import TokenBucket
+from ostinato.server_feed import feed_options, run_feed
 from ostinato.outbox import Replay
 from ostinato.server import SERVICE_KEY, Service, problem
 from ostinato.stream.errors import ChannelClosedError, InvalidAudioError, ProtocolError, StreamError
@@ -73,7 +75,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     service.metrics.ws_connections.inc()
     try:
-        await _Connection(ws, service).run()
+        await _Connection(ws, service, request.query).run()
     finally:
         service.metrics.ws_connections.dec()
         if not ws.closed:
@@ -110,8 +112,9 @@ class _GuardedWebSocket(web.WebSocketResponse):
 
 
 class _Connection:
-    def __init__(self, ws: web.WebSocketResponse, service: Service) -> None:
+    def __init__(self, ws: web.WebSocketResponse, service: Service, query: Mapping[str, str] | None = None) -> None:
         self.ws = ws
+        self.query = query or {}
         self.service = service
         self.hub: StreamHub = service.streams
         self.limits = service.limits
@@ -250,9 +253,8 @@ class _Connection:
 
     async def open(self, hello: Hello) -> StreamSession | None:
         """Start or resume the stream ``hello`` asks for; ``None`` after a refusal."""
-        if hello.role != "send":
-            await self.bad("role_unsupported", ProtocolError(
-                f"hello.role={hello.role!r}; this server receives audio (role 'send')"))
+        if hello.role == "receive":
+            await self.feed(hello)
             return None
         model = hello.options.get("model")
         token = hello.options.get("resume_token")
@@ -281,6 +283,20 @@ class _Connection:
         if replay is not None:
             self.note_replay(session, replay)
         return session
+
+    async def feed(self, hello: Hello) -> None:
+        """A receiver: send it a server media file (ostinato.server_feed); ends the connection."""
+        try:
+            file, pace = feed_options(hello, self.query)
+            path = self.hub.media(file)
+            await run_feed(self.ws, self.service, hello, path, pace)
+        except TooManyStreamsError as e:
+            await self.send_error(e.code, e, fatal=True)
+            await self.close(WSCloseCode.TRY_AGAIN_LATER, "too many streams")
+        except ProtocolError as e:
+            await self.bad("protocol_error", e)
+            return  # the peer may send another hello
+        raise _Closed
 
     def note_replay(self, session: StreamSession, replay: Replay) -> None:
         """Count a resume's replay; tell the client about output it can no longer get."""

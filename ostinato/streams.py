@@ -143,6 +143,8 @@ class StreamHub:
         self.match_executor = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="ostinato-match")
         self._matching: dict[str, Any] = {}
         self._reapers: set[asyncio.Task[None]] = set()
+        #: Audio feeds being sent to receivers (ostinato.server_feed); they count towards max_streams.
+        self.feeds = 0
 
     def active_count(self) -> int:
         """Streams open now (attached or waiting for a resume)."""
@@ -172,7 +174,7 @@ class StreamHub:
         if not self.accepting:
             raise TooManyStreamsError("the service is shutting down", code="shutting_down",
                                       hint="reconnect to another instance, or later")
-        if len(self.sessions) >= self.limits.max_streams:
+        if len(self.sessions) + self.feeds >= self.limits.max_streams:
             self.metrics.rejected.labels("too_many_streams").inc()
             raise TooManyStreamsError(f"{len(self.sessions)} streams are open; the limit is {self.limits.max_streams}")
         stream_id = hello.stream_id or secrets.token_hex(16)
@@ -185,7 +187,7 @@ class StreamHub:
         entry = self.service.catalog.loaded(model) if model is not None or options.needs_model else None
         media: Path | None = None
         if options.file:
-            media = self._media(options.file)
+            media = self.media(options.file)
             hello = _file_hello(hello, media)
         engine = self._engine(entry) if entry is not None and options.needs_model else None
         matching = self.matching(options.match_features, engine) if options.match else None
@@ -230,7 +232,12 @@ class StreamHub:
             )
         return session
 
-    def _media(self, name: str) -> Path:
+    def media(self, name: str) -> Path:
+        """The server media file called ``name``.
+
+        Raises:
+            ProtocolError: Not one of ``GET /v1/media``.
+        """
         files = self.service.media_files()
         if name not in files:
             raise ProtocolError(f"hello.options.file={name!r} is not a server media file; available: {sorted(files)}",

@@ -119,7 +119,7 @@ async def test_browser_origin_check(tiny_w2v_dir: Path) -> None:
         (_raw(type="hello", sample_rate=3), "protocol_error", "sample_rate"),
         (_raw(type="hello", sample_rate=16000, encoding="mp3"), "protocol_error", "encoding"),
         (_raw(type="hello", sample_rate=16000, options={"overflow": "explode"}), "protocol_error", "overflow"),
-        (_raw(type="hello", sample_rate=16000, role="receive"), "role_unsupported", "role"),
+        (_raw(type="hello", sample_rate=16000, role="receive"), "protocol_error", "needs a server media file"),
         (_raw(type="ready", stream_id="x"), "hello_required", "before hello"),
     ],
 )
