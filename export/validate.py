@@ -32,6 +32,7 @@ __all__ = [
     "frame_cosine",
     "make_cases",
     "validate_onnx",
+    "validate_runner",
 ]
 
 logger = logging.getLogger(__name__)
@@ -199,16 +200,58 @@ def validate_onnx(
     options.log_severity_level = 3
     session = ort.InferenceSession(str(onnx_path), options, providers=list(providers))
     input_name = session.get_inputs()[0].name
+
+    def run(x: npt.NDArray[np.float32], names: list[str]) -> dict[str, npt.NDArray[Any]]:
+        return dict(zip(names, session.run(names, {input_name: x}), strict=True))
+
+    return validate_runner(
+        run, cases, mode, atol=atol, min_cosine=min_cosine, provider=session.get_providers()[0],
+        where=str(onnx_path), progress=progress,
+    )
+
+
+def validate_runner(
+    run: Callable[[npt.NDArray[np.float32], list[str]], dict[str, npt.NDArray[Any]]],
+    cases: Sequence[ValidationCase],
+    mode: str,
+    *,
+    atol: float = 1e-4,
+    min_cosine: float = 0.99,
+    provider: str = "CPUExecutionProvider",
+    where: str = "graph",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Like :func:`validate_onnx`, for any ``run(input_values, output_names)`` (e.g. a graph pair).
+
+    Args:
+        run: Maps ``[batch, samples]`` input and output names to named outputs.
+        cases: From :func:`make_cases`.
+        mode: ``"exact"`` or ``"cosine"``.
+        atol: Largest absolute difference allowed in ``exact`` mode.
+        min_cosine: Smallest per-frame cosine allowed in ``cosine`` mode.
+        provider: Execution provider the runner uses (recorded).
+        where: What is checked (for messages).
+        progress: Optional ``(step, done, total)`` callback.
+
+    Returns:
+        The same figures as :func:`validate_onnx`.
+
+    Raises:
+        ValueError, ShapeMismatchError, ToleranceError: As :func:`validate_onnx`.
+    """
+    if mode not in ("exact", "cosine"):
+        raise ValueError(f"mode={mode!r}; expected 'exact' or 'cosine'")
+    if not cases:
+        raise ValueError("cases is empty; expected at least one validation case")
     per_case = []
     for i, case in enumerate(cases):
         if progress is not None:
             progress(f"validate {mode}", i, len(cases))
-        outputs = session.run(list(case.reference), {input_name: case.input_values})
-        per_case.append(_compare_case(case, dict(zip(case.reference, outputs, strict=True))))
+        per_case.append(_compare_case(case, run(case.input_values, list(case.reference))))
     if progress is not None:
         progress(f"validate {mode}", len(cases), len(cases))
-    report = _summarize(per_case, mode, atol, min_cosine, session.get_providers()[0])
-    _enforce(report, str(onnx_path))
+    report = _summarize(per_case, mode, atol, min_cosine, provider)
+    _enforce(report, where)
     return report
 
 

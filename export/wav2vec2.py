@@ -60,6 +60,9 @@ class Wav2Vec2ExportConfig:
         atol: Largest absolute difference allowed for fp32 graphs.
         min_cosine: Smallest per-frame cosine vs fp32 PyTorch allowed for int8/fp16.
         int8_recipe: How int8 graphs are quantized.
+        split: Also write ``frontend.onnx`` + ``encoder.onnx`` (the model split at the conv
+            frames, normalisation statistics as inputs) for streaming with a conv-frame
+            cache; validated like ``model.onnx``.
     """
 
     model: str
@@ -73,6 +76,7 @@ class Wav2Vec2ExportConfig:
     atol: float = specs.FP32_ATOL
     min_cosine: float = specs.MIN_COSINE
     int8_recipe: Int8Recipe = DEFAULT_INT8_RECIPE
+    split: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -126,7 +130,7 @@ def export_wav2vec2(config: Wav2Vec2ExportConfig, progress: Progress | None = No
     source = load_source(config.model, config.task, config.seed)
     report("load model", 1, 1)
     _check_layers(config.layers, source.num_layers)
-    needed_bytes = _needed_bytes(source.num_parameters, config.precision)
+    needed_bytes = _needed_bytes(source.num_parameters, config.precision, config.split)
     try:
         config.out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{config.out_dir.name}.", dir=config.out_dir.parent))
@@ -164,9 +168,12 @@ def _check_layers(layers: tuple[int, ...], num_layers: int) -> None:
         raise ExportOptionError(f"layers={list(layers)}; this model has layers 0..{num_layers} (got {bad})")
 
 
-def _needed_bytes(num_parameters: int, precision: str) -> int:
-    # fp32 graph always; plus the converted copy (int8 ≈ 1/4, fp16 ≈ 1/2) while both exist.
+def _needed_bytes(num_parameters: int, precision: str, split: bool = False) -> int:
+    # fp32 graph always; plus the converted copy (int8 ≈ 1/4, fp16 ≈ 1/2) while both exist;
+    # the split pair holds the weights once more.
     extra = {"fp32": 0.0, "fp16": 0.5, "int8": 0.3}[precision]
+    if split:
+        extra += {"fp32": 1.0, "fp16": 0.5, "int8": 0.3}[precision]
     return int(num_parameters * 4 * (1.0 + extra) * 1.1) + (16 << 20)
 
 
@@ -220,10 +227,17 @@ def _export_into(tmp: Path, config: Wav2Vec2ExportConfig, source: SourceModel, r
         if config.validate:
             validation[config.precision] = graph.check(final, cases, "cosine", config, report)
     files = {"model": _MODEL_FILE, **source.write_vocab(tmp)}
+    extra: dict[str, Any] = {"exporter": exporter, "conversion": conversion}
+    if config.split:
+        from ostinato.export import _w2v_split as split
+
+        figures = split.export_split(tmp, config, source, module, cases, report)
+        if config.validate:
+            validation["split"] = figures
+        files.update(frontend=split.FRONTEND_FILE, encoder=split.ENCODER_FILE)
+        extra["split"] = split.split_info(source)
     manifest = _build_manifest(config, source, module.output_specs, files, tmp, validation)
-    manifest = dataclasses.replace(
-        manifest, extra={**manifest.extra, "exporter": exporter, "conversion": conversion}
-    )
+    manifest = dataclasses.replace(manifest, extra={**manifest.extra, **extra})
     report("write", 0, 1)
     manifest.write(tmp)
     report("write", 1, 1)

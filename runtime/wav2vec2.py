@@ -4,10 +4,17 @@ The exported graph takes raw 16 kHz float32 audio ``input_values [B, N]``. Model
 feature extractor normalises each input (``do_normalize``) expect zero-mean, unit-variance
 audio; the graph does not contain that step, so :class:`Wav2Vec2Model` applies it per row,
 as ``Wav2Vec2FeatureExtractor`` does per utterance.
+
+Exports that also hold the split pair (``frontend.onnx`` + ``encoder.onnx``) offer
+:meth:`Wav2Vec2Model.frontend` (audio → conv frames, with the normalisation statistics given
+by the caller, :mod:`ostinato.runtime.w2v_frontend`) and :meth:`Wav2Vec2Model.encode` (conv
+frames → outputs): ``encode(frontend(x))`` equals ``run_batch(x)`` when the statistics are
+measured over ``x``. Older model directories have no split; :attr:`has_split` says which.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -24,6 +31,7 @@ from ostinato.runtime.errors import InputError, ManifestError, ModelNotFoundErro
 from ostinato.runtime.features import Features, frame_starts, num_frames
 from ostinato.runtime.manifest import Manifest
 from ostinato.runtime.session import Session, SessionConfig
+from ostinato.runtime.w2v_frontend import FrontEndConfig, FrontEndState, FrontEndStats, window_stats
 
 __all__ = ["Wav2Vec2Model", "DEFAULT_MAX_WINDOW_S", "DEFAULT_CONTEXT_S"]
 
@@ -59,6 +67,7 @@ class Wav2Vec2Model:
             (n for n in ("last_hidden_state", "logits") if n in self.output_names), self.output_names[0]
         )
         self._session: Session | None = None
+        self._split: tuple[Session, Session] | None = None
         self._lock = threading.Lock()
         self._vocab: list[str] | None = None
         self.load()
@@ -104,11 +113,15 @@ class Wav2Vec2Model:
                 logger.info("%s uses RANDOM weights (not trained)", self.directory)
 
     def unload(self) -> None:
-        """Release the session; :meth:`load` brings it back."""
+        """Release the sessions; :meth:`load` brings them back."""
         with self._lock:
             if self._session is not None:
                 self._session.close()
                 self._session = None
+            if self._split is not None:
+                for session in self._split:
+                    session.close()
+                self._split = None
 
     close = unload
 
@@ -261,6 +274,107 @@ class Wav2Vec2Model:
             if progress is not None:
                 progress("encoding", c1, total)
         return np.concatenate(pieces, axis=0)
+
+    # -- split graph (front end + encoder) -------------------------------------------------
+    @property
+    def has_split(self) -> bool:
+        """Whether the directory holds ``frontend.onnx`` + ``encoder.onnx`` (newer exports)."""
+        return "frontend" in self.manifest.files and "encoder" in self.manifest.files
+
+    @property
+    def patch_geometry(self) -> tuple[int, int] | None:
+        """``(kernel, stride)`` of conv layer 0 whose patch statistics the front end takes (group models)."""
+        split = self.manifest.extra.get("split") or {}
+        kernel, stride = split.get("patch_kernel"), split.get("patch_stride")
+        return (int(kernel), int(stride)) if kernel and stride else None
+
+    @property
+    def conv_dim(self) -> int:
+        """Width of a conv frame (``frontend`` output, ``encode`` input)."""
+        return int((self.manifest.extra.get("split") or {}).get("conv_dim", 512))
+
+    def frontend_stats(self, windows: npt.NDArray[np.float32]) -> FrontEndStats:
+        """Normalisation statistics of each row on its own (what ``run_batch`` uses)."""
+        x = self._check_windows(windows)
+        return window_stats(x, self.manifest.normalize_input, self.patch_geometry)
+
+    def new_frontend_state(self, config: FrontEndConfig | None = None) -> FrontEndState:
+        """Per-stream running statistics + conv-frame cache for :meth:`frontend`/:meth:`encode`."""
+        return FrontEndState(
+            config or FrontEndConfig(),
+            self.manifest.normalize_input,
+            self.patch_geometry,
+            self.conv_dim,
+            self.frame_stride_samples,
+            self.sample_rate,
+            self.receptive_field_samples,
+        )
+
+    def frontend(
+        self, windows: npt.NDArray[np.float32], stats: FrontEndStats | None = None
+    ) -> npt.NDArray[np.float32]:
+        """Raw audio → conv frames ``[B, T, conv_dim]`` (``T = num_frames(N)``).
+
+        Args:
+            windows: ``[B, N]`` float32 raw audio (not normalised), ``N >= 400``.
+            stats: Normalisation statistics, one row per window (``None``: each row's own,
+                which reproduces :meth:`run_batch`).
+
+        Raises:
+            ManifestError: The model directory has no split (re-export it).
+            InputError: Bad audio, or ``stats`` rows differ from the batch.
+        """
+        x = self._check_windows(windows)
+        stats = stats if stats is not None else window_stats(x, self.manifest.normalize_input, self.patch_geometry)
+        if stats.rows != x.shape[0]:
+            raise InputError(f"stats have {stats.rows} row(s) for a batch of {x.shape[0]}")
+        front, _ = self._split_sessions()
+        conv: npt.NDArray[np.float32] = front.run({"input_values": x, **stats.feeds()}, ["conv_features"])["conv_features"]
+        return conv
+
+    def encode(
+        self, conv_features: npt.NDArray[np.float32], outputs: Sequence[str] | None = None
+    ) -> dict[str, npt.NDArray[np.float32]]:
+        """Conv frames ``[B, T, conv_dim]`` → outputs ``[B, T, H]`` (as :meth:`run_batch`).
+
+        Raises:
+            ManifestError: The model directory has no split.
+            InputError: Wrong shape/dtype or unknown output names.
+        """
+        if conv_features.dtype != np.float32 or conv_features.ndim != 3 or conv_features.shape[2] != self.conv_dim:
+            raise InputError(
+                f"conv_features {conv_features.dtype} {conv_features.shape}; expected float32 [B, T, {self.conv_dim}]"
+            )
+        names = list(outputs) if outputs is not None else list(self.output_names)
+        unknown = sorted(set(names) - set(self.output_names))
+        if unknown:
+            raise InputError(f"outputs {unknown} not in this model; it has {list(self.output_names)}")
+        _, enc = self._split_sessions()
+        out: dict[str, npt.NDArray[np.float32]] = enc.run({"conv_features": conv_features}, names)
+        return out
+
+    def _split_sessions(self) -> tuple[Session, Session]:
+        split = self._split
+        if split is not None:
+            return split
+        if not self.has_split:
+            raise ManifestError(
+                f"{str(self.directory)!r} has no frontend.onnx/encoder.onnx (exported before the split)",
+                hint="re-export the model with this ostinato (ostinato export wav2vec2 ...) or use run_batch",
+            )
+        self.session  # noqa: B018 - raises SessionError after unload()
+        with self._lock:
+            if self._split is None:
+                sessions = [
+                    Session.from_path(
+                        self.directory / self.manifest.files[role],
+                        dataclasses.replace(self.config, name=f"{self.config.name}-{role}"),
+                    )
+                    for role in ("frontend", "encoder")
+                ]
+                self._split = (sessions[0], sessions[1])
+            split = self._split
+        return split
 
     def transcribe(self, audio: npt.NDArray[np.floating[Any]], sample_rate: int) -> str:
         """Greedy CTC transcription (``task = ctc`` models only)."""

@@ -8,6 +8,10 @@ so session access is serialized and the loop stays free (``session.run`` release
 Results are emitted in batch order, so every stream's features stay in order, trimmed to the
 windows' core frames with exact sample times.
 
+Models exported with the split graph run each stream's conv front end once per hop, on one
+ordered thread, and batch only the transformer (:mod:`ostinato.stream.frontend_cache`);
+older model directories run whole windows through ``model.onnx``.
+
 Failures are classified: transient errors are retried with backoff, then counted and the
 batch dropped (``inference_error``); a circuit breaker fails fast after repeated failures
 (``breaker_open``); input errors drop the batch (``input``); permanent errors stop the run.
@@ -29,9 +33,11 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from ostinato.runtime.w2v_frontend import FrontEndConfig
 from ostinato.stream.breaker import BreakerConfig, CircuitBreaker
 from ostinato.stream.channel import Channel
 from ostinato.stream.errors import ConfigError, EndOfStream, ErrorClass, StageError, classify_error
+from ostinato.stream.frontend_cache import ConvFrameCache, supports_cache
 from ostinato.stream.frames import StreamEnd, StreamFeatures, Window, WindowTiming
 from ostinato.stream.health import HealthMonitor
 from ostinato.stream.metrics import StreamMetrics, process_rss_bytes
@@ -71,6 +77,9 @@ class InferenceConfig:
         output: Model output to emit (``None``: the model's default output).
         retry: Retries of transient inference failures.
         breaker: Circuit breaker around inference.
+        frontend: Conv-frame cache and running statistics for models with the split graph
+            (``None``: always run whole windows through ``model.onnx``, with each window's
+            own normalisation statistics).
     """
 
     batch_size: int = 4
@@ -79,6 +88,7 @@ class InferenceConfig:
     output: str | None = None
     retry: RetryPolicy = RetryPolicy(max_attempts=3, base_delay_s=0.05, max_delay_s=1.0)
     breaker: BreakerConfig = BreakerConfig()
+    frontend: FrontEndConfig | None = FrontEndConfig()
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 256:
@@ -173,6 +183,8 @@ class InferenceStage:
         ]
         self._held: Window | StreamEnd | None = None
         self._closed = False
+        use_cache = config.frontend is not None and supports_cache(models)
+        self.frontend_cache = ConvFrameCache(config.frontend, self.stride) if use_cache and config.frontend else None
 
     @classmethod
     def from_dir(
@@ -273,6 +285,8 @@ class InferenceStage:
         self._closed = True
         for w in self._workers:
             await asyncio.to_thread(w.executor.shutdown, True, cancel_futures=True)
+        if self.frontend_cache is not None:
+            await self.frontend_cache.close()
         if self._own_models:
             for m in {id(m): m for m in self._models}.values():
                 close = getattr(m, "close", None)
@@ -359,7 +373,9 @@ class InferenceStage:
         loop = asyncio.get_running_loop()
 
         async def attempt() -> _Result:
-            return await loop.run_in_executor(worker.executor, self._infer_sync, worker.model, batch, started_s)
+            cache = self.frontend_cache  # submitted before any await: in dispatch order
+            front = await cache.run_in_order(worker.model, batch) if cache is not None else None
+            return await loop.run_in_executor(worker.executor, self._infer_sync, worker.model, batch, started_s, front)
 
         def count_retry(_attempt: int, e: BaseException, _delay_s: float) -> None:
             self._count_error(e)
@@ -392,17 +408,24 @@ class InferenceStage:
         for w in batch:
             self._drop(w, reason)
 
-    def _infer_sync(self, model: BatchModel, batch: list[Window], started_s: float) -> _Result:
-        """Runs on the worker thread: stack, run, trim."""
-        t0 = time.perf_counter()
-        x = np.stack([w.samples for w in batch]) if len(batch) > 1 else batch[0].samples[None, :]
-        out = model.run_batch(x, [self.output])[self.output]
+    def _infer_sync(
+        self, model: BatchModel, batch: list[Window], started_s: float, front: tuple[npt.NDArray[np.float32], float] | None = None
+    ) -> _Result:
+        """Runs on the worker thread: stack (or take the cached conv frames), run, trim."""
+        conv = front[0] if front is not None else None
+        t0 = time.perf_counter() - (front[1] if front is not None else 0.0)
+        if conv is not None:
+            out = ConvFrameCache.encode(model, conv, self.output)
+        else:
+            x = np.stack([w.samples for w in batch]) if len(batch) > 1 else batch[0].samples[None, :]
+            out = model.run_batch(x, [self.output])[self.output]
         t1 = time.perf_counter()
-        expected = _num_frames(x.shape[1], self.stride, self.receptive_field)
+        n_samples = batch[0].samples.shape[0]
+        expected = _num_frames(n_samples, self.stride, self.receptive_field)
         if out.ndim != 3 or out.shape[0] != len(batch) or out.shape[1] != expected:
             raise StageError(
                 f"model output {self.output!r} has shape {out.shape}; expected [{len(batch)}, {expected}, H] "
-                f"for windows of {x.shape[1]} samples",
+                f"for windows of {n_samples} samples",
                 hint="the model's frame geometry differs from its manifest; re-export it",
             )
         frames = []
@@ -450,6 +473,8 @@ class InferenceStage:
         async for fut in inflight:
             for item in await fut:
                 if isinstance(item, StreamEnd):
+                    if self.frontend_cache is not None:
+                        self.frontend_cache.end_stream(item.stream_id)
                     outbox.put_control(item)  # end markers are never dropped
                 else:
                     await outbox.put(item)

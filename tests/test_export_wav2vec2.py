@@ -80,7 +80,7 @@ def test_fp32_fixture_manifest(tiny_w2v_dir: Path) -> None:
     m = Manifest.read(tiny_w2v_dir)
     assert (m.kind, m.task, m.precision, m.source) == ("wav2vec2", "features", "fp32", "random:tiny")
     assert m.random_init is True and "RANDOM WEIGHTS" in m.label
-    assert m.files == {"model": "model.onnx"}
+    assert m.files == {"model": "model.onnx", "frontend": "frontend.onnx", "encoder": "encoder.onnx"}
     assert [(o.name, o.layer, o.dim) for o in m.outputs] == [
         ("last_hidden_state", 2, 32),
         ("hidden_state_0", 0, 32),
@@ -90,7 +90,8 @@ def test_fp32_fixture_manifest(tiny_w2v_dir: Path) -> None:
     assert (m.sample_rate, m.frame_stride_samples, m.receptive_field_samples) == (16000, 320, 400)
     assert (m.hidden_size, m.num_layers, m.normalize_input, m.feat_extract_norm) == (32, 2, True, "group")
     assert m.opset == specs.DEFAULT_OPSET
-    assert m.sha256["model.onnx"] == sha256_file(tiny_w2v_dir / "model.onnx")
+    for name in m.files.values():
+        assert m.sha256[name] == sha256_file(tiny_w2v_dir / name)
     assert {"torch", "transformers", "onnx", "optimum-onnx"} <= set(m.versions)
     assert "onnxruntime" in m.versions or "onnxruntime-gpu" in m.versions
     assert datetime.datetime.fromisoformat(m.created_at).tzinfo is not None
@@ -151,14 +152,51 @@ def test_fp16_keeps_float32_io(tmp_path: Path) -> None:
 
 def test_ctc_random_writes_vocab(tmp_path: Path) -> None:
     m, out = _export(tmp_path, task="ctc")
-    assert m.files == {"model": "model.onnx", "vocab": "vocab.json", "tokenizer_config": "tokenizer_config.json"}
+    assert m.files == {
+        "model": "model.onnx", "vocab": "vocab.json", "tokenizer_config": "tokenizer_config.json",
+        "frontend": "frontend.onnx", "encoder": "encoder.onnx",
+    }
     vocab = json.loads((out / "vocab.json").read_text())
     assert vocab == {tok: i for i, tok in enumerate(specs.DEFAULT_CTC_VOCAB)}
     assert m.extra["blank_id"] == 0 and m.extra["word_delimiter_token"] == "|"
     assert [(o.name, o.layer, o.dim) for o in m.outputs] == [("logits", None, 32)]
     assert m.extra["exporter"] == "optimum-onnx"
-    assert set(m.sha256) == {"model.onnx", "vocab.json", "tokenizer_config.json"}
+    assert set(m.sha256) == {"model.onnx", "vocab.json", "tokenizer_config.json", "frontend.onnx", "encoder.onnx"}
     assert _run(out, np.zeros((1, 1_000), np.float32))["logits"].shape == (1, 2, 32)
+    assert m.validation["split"]["max_abs_diff"] <= 1e-4  # the CTC head is in encoder.onnx
+
+
+def test_split_graphs_take_the_statistics_as_inputs(tiny_w2v_dir: Path, speech_like: Audio) -> None:
+    m = Manifest.read(tiny_w2v_dir)
+    split = m.extra["split"]
+    assert (split["patch_kernel"], split["patch_stride"], split["conv_dim"]) == (10, 5, 32)
+    front = ort.InferenceSession(str(tiny_w2v_dir / "frontend.onnx"), providers=["CPUExecutionProvider"])
+    enc = ort.InferenceSession(str(tiny_w2v_dir / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in front.get_inputs()]
+    assert names == split["frontend_inputs"] == ["input_values", "input_mean", "input_std", "patch_mean", "patch_cov"]
+    assert [i.name for i in enc.get_inputs()] == ["conv_features"]
+    assert [o.name for o in enc.get_outputs()] == [o.name for o in m.outputs]
+    figures = m.validation["split"]
+    assert figures["mode"] == "exact" and figures["max_abs_diff"] <= 1e-4 and len(figures["cases"]) >= 6
+    # Split at the conv frames, with the whole input's statistics, it is the monolithic graph.
+    x = _normalized(speech_like(1.1, seed=9)[None])
+    patches = np.lib.stride_tricks.sliding_window_view(x[0].astype(np.float64), 10)[::5]
+    mean = patches.mean(0)
+    cov = (patches - mean).T @ (patches - mean) / len(patches)
+    feeds = {
+        "input_values": x, "input_mean": np.zeros((1, 1), np.float32), "input_std": np.ones((1, 1), np.float32),
+        "patch_mean": mean[None].astype(np.float32), "patch_cov": cov[None].astype(np.float32),
+    }
+    (conv,) = front.run(["conv_features"], feeds)
+    assert conv.shape == (1, (x.shape[1] - 400) // 320 + 1, 32)
+    got = enc.run(["last_hidden_state"], {"conv_features": conv})[0]
+    np.testing.assert_allclose(got, _run(tiny_w2v_dir, x)["last_hidden_state"], atol=1e-4, rtol=0)
+
+
+def test_split_can_be_left_out(tmp_path: Path) -> None:
+    m, out = _export(tmp_path, split=False)
+    assert m.files == {"model": "model.onnx"} and "split" not in m.extra and "split" not in m.validation
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "ostinato.json"]
 
 
 def _save_hf_dir(path: Path, model: torch.nn.Module, *, vocab: bool, do_normalize: bool | None) -> Path:
@@ -352,6 +390,7 @@ def test_progress_reports_each_step(tmp_path: Path) -> None:
         "validate exact",
         "convert int8",
         "validate cosine",
+        "export split",
         "write",
     ]
     for step in steps:

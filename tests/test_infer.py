@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy.typing as npt
 import pytest
 
 from ostinato.runtime import InferenceError, InputError, Wav2Vec2Model
+from ostinato.runtime.w2v_frontend import FrontEndConfig
 from ostinato.stream.breaker import BreakerConfig, BreakerState
 from ostinato.stream.errors import ConfigError, StageError
 from ostinato.stream.frames import StreamEnd, StreamFeatures, Window
@@ -67,7 +69,10 @@ async def test_frames_are_trimmed_exactly_and_timestamps_match_offline(
 ) -> None:
     audio = speech_like(3.3, seed=1)
     windows = _windows(audio)
-    stage = InferenceStage([model], InferenceConfig(batch_size=3, max_lag_s=float("inf")), metrics=StreamMetrics())
+    # frontend=None: whole windows through model.onnx (the path of model dirs without the split).
+    config = InferenceConfig(batch_size=3, max_lag_s=float("inf"), frontend=None)
+    stage = InferenceStage([model], config, metrics=StreamMetrics())
+    assert stage.frontend_cache is None
     outputs = await run_stage(stage, [*windows, StreamEnd("s", len(audio))])
     await stage.close()
     feats = _frames_of(outputs, "s")
@@ -80,6 +85,38 @@ async def test_frames_are_trimmed_exactly_and_timestamps_match_offline(
         offset = w.core_start_frame - w.start_sample // 320
         np.testing.assert_allclose(f.frames, alone[offset : offset + w.core_frames], rtol=1e-4, atol=1e-4)
     assert stage.stats.batches < len(windows)  # windows were batched
+
+
+async def test_conv_cache_runs_each_frame_once_with_identical_frame_times(
+    model: Wav2Vec2Model, speech_like: Callable[..., npt.NDArray[np.float32]]
+) -> None:
+    audio = speech_like(4.1, seed=2)
+    windows = _windows(audio)
+    config = InferenceConfig(batch_size=3, max_lag_s=float("inf"), frontend=FrontEndConfig(freeze_after_s=0.0))
+    cached = InferenceStage([model, model], config)
+    plain = InferenceStage([model], dataclasses.replace(config, frontend=None))
+    assert cached.frontend_cache is not None and plain.frontend_cache is None
+    got = _frames_of(await run_stage(cached, [*windows, StreamEnd("s", len(audio))]), "s")
+    want = _frames_of(await run_stage(plain, [*windows, StreamEnd("s", len(audio))]), "s")
+    await cached.close()
+    await plain.close()
+    # Frame count and timestamps exactly as without the cache (and as offline).
+    starts = np.concatenate([f.start_samples for f in got])
+    assert np.array_equal(starts, np.concatenate([f.start_samples for f in want]))
+    assert np.array_equal(starts, np.arange(num_frames(len(audio))) * 320)
+    # The front end ran once per frame, not once per window.
+    assert cached.frontend_cache.frames_computed == num_frames(len(audio))
+    assert cached.frontend_cache.frames_reused > cached.frontend_cache.frames_computed
+    assert cached.frontend_cache.streams == 0  # the stream's cache went with its end
+    # Where the statistics match (frozen after the first window), the features are those of
+    # each whole window through the split graph with those statistics.
+    state = model.new_frontend_state(FrontEndConfig(freeze_after_s=0.0))
+    state.conv_frames(model.frontend, windows[0].samples, 0)
+    stats = state.stats.snapshot()
+    for f, w in zip(got, windows, strict=True):
+        alone = model.encode(model.frontend(w.samples[None, :], stats))[model.default_output][0]
+        offset = w.core_start_frame - w.start_sample // 320
+        np.testing.assert_allclose(f.frames, alone[offset : offset + w.core_frames], rtol=0, atol=1e-4)
 
 
 async def test_streams_are_batched_together_and_stay_in_order(
