@@ -32,6 +32,9 @@ def register(sub: Any) -> None:
                         "120 s matcher history; docs/edge.md). Options given explicitly win")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="browser origin allowed besides the service's own (repeatable; '*' allows all)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="browser origin (scheme://host[:port]) that may call the REST API and open the WebSocket "
+                        "cross-origin: CORS headers + preflight (repeatable; '*' allows all; default: same-origin only)")
     p.add_argument("--media-dir", type=Path, default=None, help="audio files the dashboard may stream server-side")
     p.add_argument("--match-buffer-s", type=float, default=None, help="audio history each stream's matcher searches (default 120)")
     p.add_argument("--idle-timeout-s", type=float, default=60.0, help="end streams silent for this long")
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
                                  resume_grace_s=args.resume_grace_s)
     config = ServerConfig(
         host=args.host, port=args.port, token=token, library_path=args.library, limits=limits,
-        allowed_origins=frozenset(args.allow_origin), media_dir=args.media_dir, match_buffer_s=args.match_buffer_s,
+        allowed_origins=frozenset(args.allow_origin), cors_origins=frozenset(args.cors_origin),
+        media_dir=args.media_dir, match_buffer_s=args.match_buffer_s,
         describe_model=args.describe_model, describe_prompt=args.describe_prompt, describe_ring_s=args.describe_ring_s,
     )
 

@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from ostinato.auth import auth_middleware
+from ostinato.cors import cors_middleware
 from ostinato.catalog import ModelCatalog
 from ostinato.errors import ServiceError
 from ostinato.limits import ServiceLimits
@@ -60,6 +61,8 @@ class ServerConfig:
         library_path: SQLite pattern library (``None``: none; matches are not persisted).
         limits: Resource bounds.
         allowed_origins: Browser origins allowed besides the service's own.
+        cors_origins: Browser origins that may also read REST answers (CORS headers, preflight);
+            they pass the Origin check too. Empty: same-origin only.
         media_dir: Directory of audio files the dashboard may stream server-side (the packaged
             demo WAV is always offered).
         shutdown_timeout_s: How long shutdown waits for streams to drain.
@@ -78,6 +81,7 @@ class ServerConfig:
     library_path: Path | None = None
     limits: ServiceLimits = ServiceLimits()
     allowed_origins: frozenset[str] = frozenset()
+    cors_origins: frozenset[str] = frozenset()
     media_dir: Path | None = None
     shutdown_timeout_s: float = 10.0
     max_models: int = 4
@@ -249,7 +253,8 @@ def build_app(config: ServerConfig, *, models: list[ModelConfig] = (), metrics: 
     service = Service(config, metrics)
     # Our own limits apply below this (with error frames); aiohttp's cap is the hard stop.
     app = web.Application(
-        middlewares=[_error_middleware, auth_middleware(config.token, config.allowed_origins)],
+        middlewares=[cors_middleware(config.cors_origins), _error_middleware,
+                     auth_middleware(config.token, config.allowed_origins | config.cors_origins)],
         client_max_size=config.limits.max_upload_bytes + 64 * 1024,
     )
     app[SERVICE_KEY] = service
