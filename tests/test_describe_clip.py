@@ -75,3 +75,18 @@ def test_clip_store_round_trip_and_bound(tmp_path: Path) -> None:
     assert store.get("pat-0") is None
     with pytest.raises(ValueError, match="pattern_id"):
         store.put("../escape", audio, 16000, {})
+
+
+def test_describe_event_round_trips_and_validates() -> None:
+    from ostinato.stream.events import DescribeEvent, event_from_json, event_to_json
+
+    event = DescribeEvent("radio", "pat-1", "a bell rings", None, "gama-tiny", True, "Describe the audio.",
+                          1.5, 11.755, "first", 321.98765, 20.0)
+    line = event_to_json(event)
+    assert line.startswith('{"event":"describe"') and '"elapsed_ms":321.9876' in line
+    back = event_from_json(line)
+    assert isinstance(back, DescribeEvent) and back.text == "a bell rings" and back.clip_end_s == 11.755
+    with pytest.raises(ValueError, match="exactly one"):
+        DescribeEvent("radio", "pat-1", None, None, "m", True, "p", 0.0, 1.0, "first", 1.0, 1.0)
+    with pytest.raises(ValueError, match="occurrence"):
+        DescribeEvent("radio", "pat-1", "t", None, "m", True, "p", 0.0, 1.0, "second", 1.0, 1.0)
