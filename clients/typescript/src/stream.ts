@@ -19,7 +19,7 @@ import { ConnectionLostError, DisposedError, OstinatoError, RequestTimeoutError,
 import { type AdapterEvents, type Emitter, eventFromServer, statusFromServer } from "./events.js";
 import { type WindowGeometry, geometryFromReady } from "./geometry.js";
 import { type ChunkResult, FrameLedger, type LedgerChunk, type StopResult } from "./ledger.js";
-import { type RetryPolicy, retry } from "./retry.js";
+import { type RetryPolicy, retry, sleep } from "./retry.js";
 import { Connection, type SocketFactory } from "./socket.js";
 import { type ByeFrame, type Frame, type ReadyFrame, encodePcm, hello } from "./wire.js";
 
@@ -59,6 +59,8 @@ export interface StreamSetup {
 }
 
 const EXPIRED_CODES = new Set(["stream_expired", "resume_refused"]);
+/** How long a resume keeps retrying `stream_in_use` (the server drops a dead connection within 1.5 heartbeats, 15 s). */
+const IN_USE_WAIT_MS = 20_000;
 
 /** A stream of chunks to the server and their features back (see the module comment). */
 export class FeatureStream {
@@ -70,6 +72,14 @@ export class FeatureStream {
   private resumeToken = "";
   private segmentGone = false;
   private nextSeq = 0;
+  /** Highest output `seq` received on the current server stream (-1: none). */
+  private lastOutputSeq = -1;
+  /** Output frames missed (jumps in `seq`) and replayed duplicates skipped. */
+  outputGaps = 0;
+  /** Resume attempts answered `stream_in_use` (the old connection was still held). */
+  inUseRetries = 0;
+  /** Last audio `seq` the server reported fully processed (`through_seq`; -1: none). */
+  throughSeq = -1;
   private nextSample = 0;
   private chunkCount = 0;
   private history: Sent[] = [];
@@ -203,6 +213,8 @@ export class FeatureStream {
   }
 
   private async handshake(): Promise<void> {
+    const inUseDeadline = performance.now() + IN_USE_WAIT_MS;
+    let inUseDelayMs = Math.max(50, this.setup.retryPolicy.backoffMs);
     for (let round = 0; ; round++) {
       if (this.closed) throw this.closed;
       const resume = this.streamId !== "" && !this.segmentGone;
@@ -210,6 +222,15 @@ export class FeatureStream {
         await this.openOnce(resume);
         return;
       } catch (e) {
+        // The server still holds our previous, dead connection until its heartbeat fails
+        // (within 15 s): keep retrying the resume without spending the retry budget.
+        if (resume && e instanceof OstinatoError && e.code === "stream_in_use" && performance.now() + inUseDelayMs < inUseDeadline) {
+          this.inUseRetries++;
+          await sleep(inUseDelayMs * (1 - this.setup.retryPolicy.jitter * Math.random()));
+          inUseDelayMs = Math.min(2 * inUseDelayMs, 2000);
+          round--;
+          continue;
+        }
         if (round >= 2 || !(e instanceof OstinatoError)) throw e;
         if (resume && EXPIRED_CODES.has(e.code)) {
           this.segmentGone = true; // the server no longer knows the stream: replace it
@@ -245,7 +266,8 @@ export class FeatureStream {
     const base = { sample_rate: options.sampleRate, encoding: options.encoding, channels: 1 };
     const outputs = options.match ? ["events", "features", "status"] : ["features", "status"];
     const frame = resume
-      ? hello({ ...base, stream_id: this.streamId, resume_from_seq: this.nextSeq, outputs, options: { resume_token: this.resumeToken } })
+      ? hello({ ...base, stream_id: this.streamId, resume_from_seq: this.nextSeq, outputs, options: { resume_token: this.resumeToken },
+          ...(this.lastOutputSeq >= 0 ? { last_output_seq: this.lastOutputSeq } : {}) })
       : hello({ ...base, outputs, options: { model, match: options.match, features_hz: 50, features_dtype: "f32", status_interval_s: statusIntervalS(timeoutMs) } });
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
@@ -283,6 +305,8 @@ export class FeatureStream {
       this.setup.emitter.emit("connection", { state: "resumed", streamId: this.streamId });
     } else {
       if (!first) this.replacements++;
+      this.lastOutputSeq = -1; // a new server stream numbers its output from 0
+      this.throughSeq = -1;
       this.replay(geometry);
       this.setup.emitter.emit("connection", { state: first ? "connected" : "replaced", streamId: this.streamId });
     }
@@ -337,8 +361,20 @@ export class FeatureStream {
 
   // -- receiving ----------------------------------------------------------------------------
 
+  /** Track output `seq`: count gaps, skip a frame replayed after a resume that arrived already. */
+  private isDuplicate(frame: Frame): boolean {
+    const seq = frame.type === "event" || frame.type === "features" || frame.type === "status" ? frame.seq : undefined;
+    if (frame.type === "status" && frame.through_seq !== undefined) this.throughSeq = Math.max(this.throughSeq, frame.through_seq);
+    if (seq === undefined) return false;
+    if (seq <= this.lastOutputSeq) return true;
+    this.outputGaps += seq - this.lastOutputSeq - 1;
+    this.lastOutputSeq = seq;
+    return false;
+  }
+
   private onFrame(frame: Frame): void {
     const { emitter } = this.setup;
+    if (this.isDuplicate(frame)) return;
     switch (frame.type) {
       case "features":
         this.ledger.features(frame);
@@ -448,7 +484,8 @@ function statusIntervalS(timeoutMs: number): number {
 }
 
 function handshakeError(code: string, message: string, errorClass: string, hint: string): OstinatoError {
-  // The stream is still attached to the old connection until the server notices the drop.
+  // The stream is still attached to the old connection until the server notices the drop
+  // (servers before the fix called this permanent; it is transient).
   const klass = code === "stream_in_use" ? "transient" : errorClass;
   return errorFromWire(code, message, klass, hint);
 }

@@ -54,6 +54,8 @@ export interface HelloFrame {
   outputs: string[];
   resume_from_seq?: number | undefined;
   options: Record<string, unknown>;
+  /** On resume: the highest output `seq` received; the server replays the later ones it still holds. */
+  last_output_seq?: number | undefined;
 }
 
 /** PCM bytes; `seq` counts audio frames from 0; `start_sample` is the first sample's index. */
@@ -91,6 +93,8 @@ export interface ReadyFrame {
 export interface EventFrame {
   type: "event";
   event: Record<string, unknown>;
+  /** Output sequence number (event, features and status frames share one count per stream). */
+  seq?: number | undefined;
 }
 
 /** `[num_frames, dim]` row-major little-endian features; frame j starts at `start_sample + j * stride`. */
@@ -104,6 +108,8 @@ export interface FeaturesFrame {
   data: Uint8Array;
   dtype: "f32" | "f16";
   frame_stride_samples: number;
+  /** Output sequence number. */
+  seq?: number | undefined;
 }
 
 /** Periodic stream status: lag, drops by reason, health, frames and audio so far, input level. */
@@ -116,6 +122,10 @@ export interface StatusFrame {
   frames: number;
   audio_s: number;
   level_dbfs: number;
+  /** Output sequence number. */
+  seq?: number | undefined;
+  /** The last audio `seq` fully processed (its features/events were produced). */
+  through_seq?: number | undefined;
 }
 
 /** A typed error; `error_class` tells whether to fix the input, retry or give up. */
@@ -177,6 +187,7 @@ const SCHEMAS: Record<FrameType, Record<string, FieldSpec>> = {
     outputs: opt("list", ["events", "status"]),
     resume_from_seq: optional("int"),
     options: opt("dict", {}),
+    last_output_seq: optional("int"),
   },
   audio: { seq: req("int"), pcm: req("bytes"), start_sample: optional("int") },
   flush: {},
@@ -189,7 +200,7 @@ const SCHEMAS: Record<FrameType, Record<string, FieldSpec>> = {
     frame_stride_samples: opt("int", 320),
     info: opt("dict", {}),
   },
-  event: { event: req("dict") },
+  event: { event: req("dict"), seq: optional("int") },
   features: {
     stream_id: req("str"),
     output: req("str"),
@@ -199,6 +210,7 @@ const SCHEMAS: Record<FrameType, Record<string, FieldSpec>> = {
     data: req("bytes"),
     dtype: opt("str", "f32"),
     frame_stride_samples: opt("int", 320),
+    seq: optional("int"),
   },
   status: {
     lag_s: opt("float", 0.0),
@@ -208,6 +220,8 @@ const SCHEMAS: Record<FrameType, Record<string, FieldSpec>> = {
     frames: opt("int", 0),
     audio_s: opt("float", 0.0),
     level_dbfs: opt("float", -120.0),
+    seq: optional("int"),
+    through_seq: optional("int"),
   },
   error: {
     code: req("str"),
@@ -236,6 +250,7 @@ export function hello(init: HelloInit): HelloFrame {
     outputs: init.outputs ? [...init.outputs] : ["events", "status"],
     resume_from_seq: init.resume_from_seq,
     options: init.options ? { ...init.options } : {},
+    ...(init.last_output_seq !== undefined ? { last_output_seq: init.last_output_seq } : {}),
   };
 }
 
@@ -340,7 +355,13 @@ function hasKind(value: unknown, kind: Kind): boolean {
 const BYTES_PER_FEATURE: Record<string, number> = { f32: 4, f16: 2 };
 const HEALTH = ["ok", "degraded", "failing"];
 
+const SEQ_FIELDS = ["seq", "through_seq", "last_output_seq", "resume_from_seq"];
+
 function validate(frame: Frame): void {
+  for (const name of SEQ_FIELDS) {
+    const value = (frame as unknown as Record<string, unknown>)[name];
+    if (typeof value === "number" && value < 0) throw new ProtocolError(`${frame.type}.${name}=${value}; expected >= 0`);
+  }
   switch (frame.type) {
     case "hello":
       if (!(ENCODINGS as string[]).includes(frame.encoding)) {

@@ -126,4 +126,15 @@ describe("wire codec", () => {
     assert.equal(wire.halfToFloat(0x7c00), Infinity);
     assert.ok(Number.isNaN(wire.halfToFloat(0x7e00)));
   });
+  it("carries the additive v1 fields: output seq, through_seq, last_output_seq (Python bytes)", () => {
+    const status = wire.decodeFrame(hex("8ba17601a56c61675f73cb3fd0000000000000a764726f7070656480a66865616c7468a26f6ba7726561736f6e7390a66672616d65730aa7617564696f5f73cb0000000000000000aa6c6576656c5f64626673cbc05e000000000000a373657107ab7468726f7567685f73657129a474797065a6737461747573"));
+    assert.ok(status.type === "status");
+    assert.deepEqual([status.seq, status.through_seq, status.frames], [7, 41, 10]);
+    const h = wire.decodeFrame(hex("8ba17601ab73616d706c655f72617465cd3e80a8656e636f64696e67a56633326c65a86368616e6e656c7301a973747265616d5f6964a3616263a4726f6c65a473656e64a76f75747075747392a66576656e7473a6737461747573af726573756d655f66726f6d5f73657103a76f7074696f6e7381ac726573756d655f746f6b656ea174af6c6173745f6f75747075745f7365710ca474797065a568656c6c6f"));
+    assert.deepEqual(h, wire.hello({ sample_rate: 16000, stream_id: "abc", resume_from_seq: 3, options: { resume_token: "t" }, last_output_seq: 12 }));
+    assert.deepEqual(wire.decodeFrame(hex("84a17601a56576656e7481a56576656e74a56d61746368a373657105a474797065a56576656e74")), { type: "event", event: { event: "match" }, seq: 5 });
+    // a v1 peer that knows none of them: absent fields stay absent, and are not sent
+    assert.ok(!("last_output_seq" in wire.hello({ sample_rate: 16000 })));
+    assert.throws(() => wire.decodeFrame(encode({ v: 1, type: "status", seq: -1 })), /status.seq=-1; expected >= 0/);
+  });
 });
