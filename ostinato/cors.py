@@ -51,11 +51,11 @@ def cors_middleware(origins: frozenset[str]) -> Any:
             return await handler(request)
         assert origin is not None
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            response = web.Response(status=204, headers={
+            preflight = web.Response(status=204, headers={
                 "Access-Control-Allow-Methods": ALLOWED_METHODS, "Access-Control-Allow-Headers": ALLOWED_HEADERS,
                 "Access-Control-Max-Age": str(_MAX_AGE_S)})
-            _decorate(response, origin)
-            return response
+            _decorate(preflight, origin)
+            return preflight
         try:
             response = await handler(request)
         except web.HTTPException as e:

@@ -65,7 +65,7 @@ class OutQueue:
     def put(self, frame: Frame) -> None:
         """Queue a frame without waiting (never blocks the pipeline); numbers output frames."""
         if frame.type in SEQUENCED:
-            frame = dataclasses.replace(frame, seq=self.next_seq)
+            frame = dataclasses.replace(frame, seq=self.next_seq)  # type: ignore[arg-type]
             self.next_seq += 1
         self._items.append(frame)
         if len(self._items) > self.capacity:
@@ -123,16 +123,21 @@ class OutQueue:
         """
         if last_seq >= self.next_seq - 1:
             return Replay(last_seq)
-        again = [f for f in self._sent if f.seq > last_seq]
-        while self._sent and self._sent[-1].seq > last_seq:
+        again = [f for f in self._sent if _seq(f) > last_seq]
+        while self._sent and _seq(self._sent[-1]) > last_seq:
             self._sent_bytes -= _size(self._sent.pop())
         self._items.extendleft(reversed(again))
         if self._items:
             self._ready.set()
-        first = next((f.seq for f in self._items if f.type in SEQUENCED), self.next_seq)
+        first = next((_seq(f) for f in self._items if f.type in SEQUENCED), self.next_seq)
         lost = max(0, first - (last_seq + 1))
         return Replay(last_seq, len(again), lost, last_seq + 1 if lost else None)
 
 
 def _size(frame: Frame) -> int:
     return len(getattr(frame, "data", b"")) + _FRAME_OVERHEAD_BYTES
+
+
+def _seq(frame: Frame) -> int:
+    value = getattr(frame, "seq", None)
+    return value if isinstance(value, int) else -1
