@@ -75,7 +75,7 @@ def test_run_describes_each_new_pattern(tiny_w2v_dir: Path, tiny_gama_dir: Path,
         clip, rate, info = ClipStore(clip_dir_for(db)).get(pid)  # type: ignore[misc]
         start = round(event["clip_start_s"] * SR)
         assert rate == SR and clip.size == W and info["start_s"] == event["clip_start_s"]
-        assert start == max(0, round(centre_s * SR) - W // 2) or start == 0  # centred, clipped at the start
+        assert abs(start - max(0, round(centre_s * SR) - W // 2)) <= 2  # centred on the first, clipped at 0
         np.testing.assert_allclose(clip, audio[start : start + W], atol=1.01 / 32767)  # the right audio
 
 
