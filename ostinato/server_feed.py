@@ -6,6 +6,7 @@ This is what lets ``ostinato run --source ws://HOST:PORT/v1/stream?file=NAME`` (
     client: hello {role: "receive", resume_from_seq?}      (file/pace from options or the URL query)
     server: ready {sample_rate, encoding: "f32le", channels, info: {file, pace, block_samples, next_seq}}
     server: audio {seq, pcm, start_sample}*  then  end, bye {reason: "end"}, close 1000
+            (on server shutdown: bye {reason: "shutdown"} instead; NetSource reconnects and resumes)
 
 Options (``hello.options`` win over the URL query): ``file`` — a name from ``GET /v1/media``
 (required); ``pace`` — ``realtime`` (default: a live feed) or ``fast`` (as fast as the receiver
@@ -81,11 +82,13 @@ async def run_feed(ws: web.WebSocketResponse, service: Any, hello: Hello, path: 
             info = {"file": path.name, "pace": pace, "block_samples": block, "next_seq": seq, "frames": f.frames}
             await ws.send_bytes(encode_frame(Ready(stream_id=f"feed-{secrets.token_hex(8)}", sample_rate=int(f.samplerate),
                                               channels=int(f.channels), info=info)))
-            sent = await _play(ws, f, block, seq, pace, reader)
+            sent, done = await _play(ws, service, f, block, seq, pace, reader)
         if not reader.done():
-            await ws.send_bytes(encode_frame(End()))
-            await ws.send_bytes(encode_frame(Bye("end", {"file": path.name, "audio_frames": sent})))
-            await ws.close(code=WSCloseCode.OK, message=b"end")
+            reason = "end" if done else "shutdown"  # the receiver may resume (resume_from_seq) later
+            if done:
+                await ws.send_bytes(encode_frame(End()))
+            await ws.send_bytes(encode_frame(Bye(reason, {"file": path.name, "audio_frames": sent})))
+            await ws.close(code=WSCloseCode.OK, message=reason.encode())
     except (ConnectionError, RuntimeError):
         pass  # the receiver went away; it may reconnect with resume_from_seq
     finally:
@@ -95,21 +98,25 @@ async def run_feed(ws: web.WebSocketResponse, service: Any, hello: Hello, path: 
             await reader
 
 
-async def _play(ws: web.WebSocketResponse, f: Any, block: int, seq: int, pace: str, reader: asyncio.Task[None]) -> int:
+async def _play(ws: web.WebSocketResponse, service: Any, f: Any, block: int, seq: int, pace: str,
+                reader: asyncio.Task[None]) -> tuple[int, bool]:
+    """Send blocks until the file ends (``done``), the receiver leaves or the server stops."""
     loop = asyncio.get_running_loop()
     started_s, first, sent = loop.time(), seq, 0
-    while not reader.done() and not ws.closed:
+    frames_out = service.metrics.ws_frames.labels("out", "audio")
+    while not reader.done() and not ws.closed and service.streams.accepting:
         data = await asyncio.to_thread(f.read, block, dtype="float32", always_2d=True)
         if not len(data):
-            break
+            return sent, True
         pcm = encode_pcm(np.ascontiguousarray(data), "f32le")
         await ws.send_bytes(encode_frame(Audio(seq=seq, pcm=pcm, start_sample=seq * block)))
+        frames_out.inc()
         seq, sent = seq + 1, sent + 1
         if pace == "realtime":
             delay_s = started_s + (seq - first) * block / f.samplerate - loop.time()
             if delay_s > 0:
                 await asyncio.sleep(delay_s)
-    return sent
+    return sent, False
 
 
 async def _drain_incoming(ws: web.WebSocketResponse) -> None:

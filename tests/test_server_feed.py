@@ -65,3 +65,28 @@ async def test_feed_frames_resume_and_errors(tiny_w2v_dir: Path, tmp_path: Path)
         source = NetSource(server.ws_url + "?file=planted.wav")
         chunks = [c async for c in source.chunks()]
     assert sum(c.num_samples for c in chunks) == 2 * 16000 and source.gap_samples == 0
+
+
+async def test_a_feed_gets_bye_shutdown_when_the_server_stops(tmp_path: Path) -> None:
+    from ostinato.server import ServerConfig, start_server
+
+    audio, _ = planted_repeats()
+    (tmp_path / "media").mkdir()
+    write_wav(tmp_path / "media" / "planted.wav", audio, 16000)  # 12 s, played in real time
+    server = await start_server(ServerConfig(host="127.0.0.1", port=0, media_dir=tmp_path / "media"))
+    stopped = False
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(server.ws_url + "?file=planted.wav")
+            await ws.send_bytes(encode_frame(Hello(sample_rate=16000, role="receive")))
+            assert isinstance(decode_frame((await ws.receive(timeout=5)).data), Ready)
+            assert isinstance(decode_frame((await ws.receive(timeout=5)).data), Audio)
+            stop = asyncio.create_task(server.stop())
+            stopped = True
+            frames = [decode_frame(msg.data) async for msg in ws]
+            await stop
+    finally:
+        if not stopped:
+            await server.stop()
+    assert isinstance(frames[-1], Bye) and frames[-1].reason == "shutdown"
+    assert not any(isinstance(f, End) for f in frames) and len(frames) < 100  # not played to the end
