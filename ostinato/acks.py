@@ -47,6 +47,14 @@ class AckTracker:
                 break
         self._pending.append((seq, self.windows_submitted, samples_in))
 
+    def settle(self, samples_in: int) -> None:
+        """The input queue is empty and the processor idle: frames still marked fed were
+        dropped by the overflow policy; they need nothing more (they count as processed)."""
+        if self._fed:
+            seq = self._fed[-1][1]
+            self._fed.clear()
+            self._pending.append((seq, self.windows_submitted, samples_in))
+
     def window_submitted(self) -> None:
         """A window went to inference (or was dropped for backlog: then also call done)."""
         self.windows_submitted += 1

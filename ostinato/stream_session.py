@@ -422,6 +422,8 @@ class StreamSession:
 
     def status(self) -> Status:
         """A ``status`` frame for this stream."""
+        if not self.input.depth and self._idle.is_set():
+            self.acks.settle(self.samples_in)  # what is not queued now was dropped by the policy
         dropped = collections.Counter(self.dropped)
         dropped.update({k: v for k, v in self.input.dropped.items() if k != "closed"})
         dropped.update(self.outbox.dropped)

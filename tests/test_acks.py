@@ -30,3 +30,14 @@ def test_frames_dropped_by_the_queue_are_covered_by_the_next_consumed_one() -> N
     t.consumed(gap_fill, 100)  # silence inserted by the server has no client seq
     t.consumed(chunks[3], 200)  # 0..2 were dropped by the overflow policy
     assert t.through(matching=False) == 3
+
+
+def test_frames_dropped_at_the_tail_are_settled_once_the_queue_is_empty() -> None:
+    t = AckTracker()
+    kept, dropped = object(), object()
+    t.fed(kept, 0)
+    t.fed(dropped, 1)
+    t.consumed(kept, 160)
+    assert t.through(matching=False) == 0
+    t.settle(160)  # nothing queued any more: seq 1 was dropped by the overflow policy
+    assert t.through(matching=False) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from pathlib import Path
 
 import aiohttp
@@ -247,3 +248,17 @@ async def test_flush_answers_after_all_earlier_audio_produced_its_features(tiny_
         await client.end()
         await client.close()
         model.run_batch = run_batch
+
+
+async def test_flush_on_a_drop_policy_stream_acknowledges_dropped_audio_too(tiny_w2v_dir: Path) -> None:
+    audio, _ = planted_repeats()
+    async with running_server(tiny_w2v_dir, limits_max_messages_per_s=10_000, limits_message_burst=10_000) as server:
+        client = StreamClient(server.ws_url, outputs=("features", "status"), options={"overflow": "drop_newest", "match": False},
+                              config=dataclasses.replace(FAST, block_ms=10))
+        await client.connect()
+        await client.send_audio(np.tile(audio, 2))  # 2400 blocks of 10 ms as fast as possible: the queue overflows
+        async with asyncio.timeout(60):
+            status = await client.flush()  # answered although some blocks never reached the pipeline
+        bye = await client.end()
+        await client.close()
+    assert status.through_seq == 2399 and bye.summary["dropped"].get("drop_newest", 0) > 0
