@@ -148,6 +148,7 @@ class StreamClient:
         #: The latest ``status`` frame.
         self.last_status: Status | None = None
         self._statuses = 0
+        self._server_acks = True
         self._pending = np.zeros((0, channels), np.float32)
         #: The ``ready`` frame of the current connection.
         self.ready: Ready | None = None
@@ -246,6 +247,7 @@ class StreamClient:
         self.stream_id = ready.stream_id
         self._resume_token = str(ready.info.get("resume_token", ""))
         self.resend.ack(_int_or_none(ready.info.get("through_seq")))
+        self._server_acks = "through_seq" in ready.info  # servers before the acks: any status answers flush
         self._lost.clear()
         self._reader = asyncio.create_task(self._read(ws), name=f"client-reader-{self.stream_id}")
         if resume:
@@ -390,7 +392,8 @@ class StreamClient:
         await self._send(Flush())
         while True:
             status = self.last_status
-            if self._statuses > count and status is not None and (last < 0 or (status.through_seq or -1) >= last):
+            acked = status is not None and (status.through_seq if status.through_seq is not None else -1) >= last
+            if self._statuses > count and status is not None and (acked or not self._server_acks):
                 return status
             if self._fatal is not None:
                 raise self._fatal
