@@ -10,7 +10,13 @@
    older than ``--max-lag-s``, no source overflow) (goal >= 12 at hop 0.5 s, random:base int8).
 4. cost: CPU time per window for the default, a light, the seed and a high-fidelity geometry
    (one session, one thread) and the capacity it implies on idle cores: cores x hop / CPU per
-   window. Unlike 2. and 3. it does not depend on what else the machine is running.
+   window. Unlike 2. and 3. it does not depend on what else the machine is running. For
+   models with the split graph also with the conv-frame cache (front end once per hop, one
+   stream's windows in order, encoder batched).
+
+``--cache on|off|both`` picks the inference path of the latency and capacity parts (split
+models; ``off`` = whole windows through ``model.onnx``). The overhead part always compares
+the uncached pipeline with plain ``run_batch`` on the same windows.
 
 Prints JSON lines and a markdown table; ``--results bench/RESULTS.md`` rewrites this
 benchmark's section there. The machine may be shared: compare ratios from one run.
@@ -34,6 +40,7 @@ import numpy as np
 
 from ostinato.runtime import Wav2Vec2Model
 from ostinato.runtime.audio import load_audio
+from ostinato.runtime.w2v_frontend import FrontEndConfig
 from ostinato.stream.frames import StreamFeatures
 from ostinato.stream.infer import InferenceConfig, InferenceStage
 from ostinato.stream.pipeline import Pipeline, PipelineConfig
@@ -75,9 +82,11 @@ def _raw_seconds(models: list[Wav2Vec2Model], audios: list[np.ndarray], config: 
 
 
 async def _pipeline(models: list[Wav2Vec2Model], audios: list[np.ndarray], config: WindowerConfig, batch: int,
-                    realtime: bool, max_lag_s: float = float("inf"), workers: int = 1) -> tuple[float, Any, list[StreamFeatures]]:
+                    realtime: bool, max_lag_s: float = float("inf"), workers: int = 1,
+                    cache: bool = False) -> tuple[float, Any, list[StreamFeatures]]:
     got: list[StreamFeatures] = []
-    stage = InferenceStage(models[:workers], InferenceConfig(batch_size=batch, max_wait_ms=5.0, max_lag_s=max_lag_s))
+    frontend = FrontEndConfig() if cache else None
+    stage = InferenceStage(models[:workers], InferenceConfig(batch_size=batch, max_wait_ms=5.0, max_lag_s=max_lag_s, frontend=frontend))
     sources = [ArraySource(a, stream_id=f"s{i}", block_samples=1600, realtime=realtime) for i, a in enumerate(audios)]
     pipeline = Pipeline(sources, stage, [CallbackSink(got.append)], PipelineConfig(windower=config))
     started = time.perf_counter()
@@ -103,6 +112,13 @@ def bench_overhead(models: list[Wav2Vec2Model], config: WindowerConfig, args: ar
     })
 
 
+def _modes(models: list[Wav2Vec2Model], args: argparse.Namespace) -> list[bool]:
+    """Cache settings to run: on/off/both, where the model has the split graph."""
+    if not models[0].has_split:
+        return [False]
+    return {"on": [True], "off": [False], "both": [False, True]}[args.cache]
+
+
 def _latency_record(bench: str, n: int, config: WindowerConfig, summary: Any, got: list[StreamFeatures]) -> dict[str, Any]:
     since = np.array([f.timing.since_received_s for f in got]) if got else np.zeros(1)
     tail_s = (config.receptive_field_samples - config.frame_stride_samples) / config.sample_rate
@@ -119,20 +135,25 @@ def _latency_record(bench: str, n: int, config: WindowerConfig, summary: Any, go
 
 def bench_latency(models: list[Wav2Vec2Model], config: WindowerConfig, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
-    for n in args.latency_streams:
-        audios = [_audio(args.rt_seconds, i) for i in range(n)]
-        _, summary, got = asyncio.run(_pipeline(models, audios, config, args.batch_size, True, args.max_lag_s, args.workers))
-        rows.append(_emit(_latency_record("stream_latency", n, config, summary, got)))
+    for cache in _modes(models, args):
+        for n in args.latency_streams:
+            audios = [_audio(args.rt_seconds, i) for i in range(n)]
+            _, summary, got = asyncio.run(_pipeline(models, audios, config, args.batch_size, True, args.max_lag_s, args.workers, cache))
+            rows.append(_emit({**_latency_record("stream_latency", n, config, summary, got), "cache": cache}))
     return rows
 
 
-def bench_capacity(models: list[Wav2Vec2Model], config: WindowerConfig, args: argparse.Namespace) -> dict[str, Any]:
+def bench_capacity(models: list[Wav2Vec2Model], config: WindowerConfig, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [_capacity(models, config, args, cache) for cache in _modes(models, args)]
+
+
+def _capacity(models: list[Wav2Vec2Model], config: WindowerConfig, args: argparse.Namespace, cache: bool) -> dict[str, Any]:
     best, rows = 0, []
     hop_ms = config.hop_samples / config.sample_rate * 1000
     for n in args.capacity_streams:
         audios = [_audio(args.rt_seconds, i) for i in range(n)]
-        _, summary, got = asyncio.run(_pipeline(models, audios, config, args.capacity_batch, True, args.max_lag_s, args.workers))
-        row = _latency_record("stream_capacity_step", n, config, summary, got)
+        _, summary, got = asyncio.run(_pipeline(models, audios, config, args.capacity_batch, True, args.max_lag_s, args.workers, cache))
+        row = {**_latency_record("stream_capacity_step", n, config, summary, got), "cache": cache}
         # Kept up: nothing dropped, i.e. no window got older than --max-lag-s and no source
         # queue overflowed. (p99 latency includes the start-up burst: the first windows of a
         # stream all wait for the first full window of audio.)
@@ -141,7 +162,7 @@ def bench_capacity(models: list[Wav2Vec2Model], config: WindowerConfig, args: ar
         if not row["sustained"]:
             break
         best = n
-    return _emit({"bench": "stream_capacity", "max_realtime_streams": best, "hop_s": hop_ms / 1000,
+    return _emit({"bench": "stream_capacity", "cache": cache, "max_realtime_streams": best, "hop_s": hop_ms / 1000,
                   "workers": args.workers, "batch_size": args.capacity_batch, "steps": [r["streams"] for r in rows]})
 
 
@@ -172,6 +193,8 @@ def bench_cost(models: list[Wav2Vec2Model], default: WindowerConfig, args: argpa
         w = Windower(config)
         windows = [x.samples for x in w.push(audio) if x.num_samples == config.window_samples]
         x = np.stack(windows)
+        if models[0].has_split:
+            rows += _cost_cached(models[0], name, config, audio, args)
         for batch in (1, args.batch_size):
             models[0].run_batch(x[:batch])  # warm-up for this shape
             cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -181,7 +204,7 @@ def bench_cost(models: list[Wav2Vec2Model], default: WindowerConfig, args: argpa
             cpu_s, wall_s = (time.process_time() - cpu0) / n, (time.perf_counter() - wall0) / n
             hop_s = config.hop_samples / config.sample_rate
             rows.append(_emit({
-                "bench": "stream_cost", "preset": name, "window_s": config.window_samples / config.sample_rate,
+                "bench": "stream_cost", "cache": False, "preset": name, "window_s": config.window_samples / config.sample_rate,
                 "hop_s": hop_s, "added_latency_s": round(config.added_latency_s, 3), "batch": batch, "windows": n,
                 "cpu_ms_per_window": round(cpu_s * 1000, 1), "wall_ms_per_window": round(wall_s * 1000, 1),
                 "cpu_rtf_per_stream": round(cpu_s / hop_s, 4),
@@ -190,7 +213,38 @@ def bench_cost(models: list[Wav2Vec2Model], default: WindowerConfig, args: argpa
     return rows
 
 
-def _table(overhead: dict[str, Any] | None, latency: list[dict[str, Any]], capacity: dict[str, Any] | None,
+def _cost_cached(model: Wav2Vec2Model, name: str, config: WindowerConfig, audio: np.ndarray,
+                 args: argparse.Namespace) -> list[dict[str, Any]]:
+    """CPU per window with the conv-frame cache: one stream's windows in order, encoder batched."""
+    rows = []
+    all_windows = Windower(config).push(audio)
+    windows = [w for w in all_windows if w.num_samples == config.window_samples]
+    for batch in (1, args.batch_size):
+        state = model.new_frontend_state()
+        front_s = enc_s = 0.0
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        n = (len(windows) // batch) * batch
+        for i in range(0, n, batch):
+            t0 = time.process_time()
+            conv = np.stack([state.conv_frames(model.frontend, w.samples, w.start_sample // 320) for w in windows[i : i + batch]])
+            t1 = time.process_time()
+            model.encode(conv, [model.default_output])
+            front_s, enc_s = front_s + t1 - t0, enc_s + time.process_time() - t1
+        cpu_s, wall_s = (time.process_time() - cpu0) / n, (time.perf_counter() - wall0) / n
+        hop_s = config.hop_samples / config.sample_rate
+        rows.append(_emit({
+            "bench": "stream_cost", "cache": True, "preset": name, "window_s": config.window_samples / config.sample_rate,
+            "hop_s": hop_s, "added_latency_s": round(config.added_latency_s, 3), "batch": batch, "windows": n,
+            "cpu_ms_per_window": round(cpu_s * 1000, 1), "wall_ms_per_window": round(wall_s * 1000, 1),
+            "frontend_cpu_ms_per_window": round(front_s / n * 1000, 1), "encoder_cpu_ms_per_window": round(enc_s / n * 1000, 1),
+            "conv_frames_computed": state.frames_computed, "conv_frames_reused": state.frames_reused,
+            "cpu_rtf_per_stream": round(cpu_s / hop_s, 4),
+            "capacity_estimate_streams": round((os.cpu_count() or 1) * hop_s / cpu_s, 1),
+        }))
+    return rows
+
+
+def _table(overhead: dict[str, Any] | None, latency: list[dict[str, Any]], capacity: list[dict[str, Any]],
            cost: list[dict[str, Any]], args: argparse.Namespace, config: WindowerConfig) -> str:
     lines = [
         f"Model `{args.model}` (random weights), window hop {config.hop_samples / 16000:g} s + left "
@@ -205,17 +259,23 @@ def _table(overhead: dict[str, Any] | None, latency: list[dict[str, Any]], capac
         lines.append(f"| pipeline overhead vs raw `run_batch` on the same windows (median of {args.repeats}) | "
                      f"{overhead['overhead_pct_median']:+.1f} % (min {overhead['overhead_pct_min']:+.1f} %, goal <= 5 %) |")
     for r in latency:
-        lines.append(f"| {r['streams']} real-time stream(s): processing latency p50 / p99 | {r['latency_p50_ms']:.0f} / "
+        lines.append(f"| {r['streams']} real-time stream(s){_cache_label(r)}: processing latency p50 / p99 | {r['latency_p50_ms']:.0f} / "
                      f"{r['latency_p99_ms']:.0f} ms (+ {r['algorithmic_latency_ms'][0]:.0f}..{r['algorithmic_latency_ms'][1]:.0f} ms "
                      f"window geometry), drops {r['dropped']} |")
     for r in cost:
-        lines.append(f"| CPU per window, {r['preset']} ({r['window_s']:.2f} s windows, hop {r['hop_s']:g} s, "
-                     f"batch {r['batch']}) | {r['cpu_ms_per_window']:.0f} ms -> at most {r['capacity_estimate_streams']:.1f} "
+        split = (f" (front end {r['frontend_cpu_ms_per_window']:.0f} + encoder {r['encoder_cpu_ms_per_window']:.0f})"
+                 if r["cache"] else "")
+        lines.append(f"| CPU per window{_cache_label(r)}, {r['preset']} ({r['window_s']:.2f} s windows, hop {r['hop_s']:g} s, "
+                     f"batch {r['batch']}) | {r['cpu_ms_per_window']:.0f} ms{split} -> at most {r['capacity_estimate_streams']:.1f} "
                      f"real-time streams on {os.cpu_count()} idle cores |")
-    if capacity:
-        lines.append(f"| max real-time streams without drops (deadline {args.max_lag_s:g} s, {args.workers} workers) | {capacity['max_realtime_streams']} "
-                     f"(tried {capacity['steps']}; goal >= 12) |")
+    for c in capacity:
+        lines.append(f"| max real-time streams without drops{_cache_label(c)} (deadline {args.max_lag_s:g} s, {args.workers} workers) | "
+                     f"{c['max_realtime_streams']} (tried {c['steps']}; goal >= 12) |")
     return "\n".join(lines)
+
+
+def _cache_label(row: dict[str, Any]) -> str:
+    return ", conv cache" if row.get("cache") else ", whole windows"
 
 
 def _write_results(path: Path, table: str) -> None:
@@ -245,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--capacity-batch", type=int, default=8)
     p.add_argument("--max-lag-s", type=float, default=2.0)
     p.add_argument("--cost-seconds", type=float, default=12.0, help="audio for the CPU-per-window part")
+    p.add_argument("--cache", choices=("on", "off", "both"), default="on",
+                   help="conv-frame cache for the latency/capacity parts (split models only)")
     p.add_argument("--skip", default="", help="comma list of parts to skip: overhead,latency,capacity,cost")
     p.add_argument("--results", type=Path, default=None, help="update this markdown file's bench_stream section")
     args = p.parse_args(argv)
@@ -259,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overhead = bench_overhead(models, config, args) if "overhead" not in skip else None
         latency = bench_latency(models, config, args) if "latency" not in skip else []
-        capacity = bench_capacity(models, config, args) if "capacity" not in skip else None
+        capacity = bench_capacity(models, config, args) if "capacity" not in skip else []
         cost = bench_cost(models, config, args) if "cost" not in skip else []
     finally:
         for m in models:

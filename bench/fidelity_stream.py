@@ -5,6 +5,10 @@ For each model and each window context, the audio runs through the real pipeline
 pass of the model over the whole input. Frame counts and timestamps must be identical; the
 cosine shows what context buys. Prints JSON lines and a markdown table.
 
+Models with the split graph can be streamed both ways (``--cache both``; default ``on``): ``window`` = whole
+windows through ``model.onnx`` with each window's own normalisation statistics, ``running``
+= the conv-frame cache with running statistics of the stream so far (the default path).
+
     python bench/fidelity_stream.py --model /tmp/w2v-base-fp32 --model /tmp/tiny-fp32
 """
 
@@ -22,6 +26,7 @@ import numpy as np
 
 from ostinato.runtime import Wav2Vec2Model
 from ostinato.runtime.audio import load_audio
+from ostinato.runtime.w2v_frontend import FrontEndConfig
 from ostinato.stream.frames import StreamFeatures
 from ostinato.stream.infer import InferenceConfig, InferenceStage
 from ostinato.stream.pipeline import Pipeline, PipelineConfig
@@ -32,9 +37,11 @@ from ostinato.stream.windowing import WindowerConfig
 DEFAULT_AUDIO = Path(__file__).resolve().parent.parent / "ostinato" / "data" / "demo.wav"
 
 
-async def _stream(model: Wav2Vec2Model, audio: np.ndarray, config: WindowerConfig, output: str) -> tuple[np.ndarray, np.ndarray]:
+async def _stream(model: Wav2Vec2Model, audio: np.ndarray, config: WindowerConfig, output: str,
+                  cache: bool) -> tuple[np.ndarray, np.ndarray]:
     got: list[StreamFeatures] = []
-    stage = InferenceStage([model], InferenceConfig(batch_size=4, max_lag_s=float("inf"), output=output))
+    frontend = FrontEndConfig() if cache else None
+    stage = InferenceStage([model], InferenceConfig(batch_size=4, max_lag_s=float("inf"), output=output, frontend=frontend))
     source = ArraySource(audio, block_samples=1600, stream_id="fidelity")
     await Pipeline([source], stage, [CallbackSink(got.append)], PipelineConfig(windower=config)).run()
     return np.concatenate([f.frames for f in got]), np.concatenate([f.start_samples for f in got])
@@ -46,19 +53,23 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def measure(
-    model_dir: Path, audio: np.ndarray, contexts: list[tuple[float, float, float]], outputs: list[str] | None
+    model_dir: Path, audio: np.ndarray, contexts: list[tuple[float, float, float]], outputs: list[str] | None,
+    cache: str = "on",
 ) -> list[dict[str, Any]]:
-    """One row per (output, hop, left, right)."""
+    """One row per (output, statistics, hop, left, right)."""
     rows = []
     with Wav2Vec2Model.from_dir(model_dir, provider="cpu") as model:
+        modes = {"on": [True], "off": [False], "both": [False, True]}[cache] if model.has_split else [False]
         for output in outputs or [model.default_output]:
             if output in model.output_names:
-                rows += _measure_output(model, model_dir, audio, contexts, output)
+                for mode in modes:
+                    rows += _measure_output(model, model_dir, audio, contexts, output, mode)
     return rows
 
 
 def _measure_output(
-    model: Wav2Vec2Model, model_dir: Path, audio: np.ndarray, contexts: list[tuple[float, float, float]], output: str
+    model: Wav2Vec2Model, model_dir: Path, audio: np.ndarray, contexts: list[tuple[float, float, float]], output: str,
+    cache: bool,
 ) -> list[dict[str, Any]]:
     rows = []
     offline = model.run_batch(audio[None, :], [output])[output][0]
@@ -66,12 +77,12 @@ def _measure_output(
     for hop_s, left_s, right_s in contexts:
         config = WindowerConfig.from_seconds(hop_s, left_s, right_s)
         started = time.perf_counter()
-        frames, starts = asyncio.run(_stream(model, audio, config, output))
+        frames, starts = asyncio.run(_stream(model, audio, config, output, cache))
         cos = _cosines(frames, offline)
         rows.append({
             "bench": "stream_fidelity", "model": model_dir.name, "source": model.manifest.source,
             "norm": f"{model.manifest.feat_extract_norm}, per-window input normalisation={model.manifest.normalize_input}",
-            "output": output, "hop_s": hop_s,
+            "output": output, "stats": "running (conv cache)" if cache else "window", "hop_s": hop_s,
             "left_context_s": config.left_context_samples / 16000, "right_context_s": config.right_context_samples / 16000,
             "added_latency_s": round(config.added_latency_s, 3), "window_s": config.window_samples / 16000,
             "frames": int(len(starts)), "frames_offline": int(len(offline_starts)),
@@ -92,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--contexts", default="0,0.25,0.5,1,2", help="symmetric left=right contexts in seconds")
     p.add_argument("--extra", default="1:0.24,1:0.48,2:0.48",
                    help="asymmetric LEFT:RIGHT[:HOP] contexts to add (HOP defaults to --hop-s)")
+    p.add_argument("--cache", choices=("on", "off", "both"), default="on",
+                   help="split models: running statistics + conv cache, per-window statistics, or both")
     p.add_argument("--output", action="append", default=None, help="model output(s) to compare (default: last layer)")
     args = p.parse_args(argv)
     audio, _ = load_audio(args.audio, 16000)
@@ -100,13 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     for spec in (x for x in args.extra.split(",") if x):
         parts = [float(v) for v in spec.split(":")]
         contexts.append((parts[2] if len(parts) > 2 else args.hop_s, parts[0], parts[1]))
-    rows = [r for model_dir in args.model for r in measure(model_dir, audio, contexts, args.output)]
+    rows = [r for model_dir in args.model for r in measure(model_dir, audio, contexts, args.output, args.cache)]
     print(f"\naudio: {args.audio.name}, first {len(audio) / 16000:.1f} s; machine shared", file=sys.stderr)
-    print("| model | output | hop s | left s | right s | added latency s | frames (= offline) | cos min | cos p1 | cos mean |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | output | statistics | hop s | left s | right s | added latency s | frames (= offline) | cos min | cos p1 | cos mean |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         same = "yes" if r["timestamps_identical"] and r["frames"] == r["frames_offline"] else "NO"
-        print(f"| {r['model']} | {r['output']} | {r['hop_s']:g} | {r['left_context_s']:.2f} | {r['right_context_s']:.2f} | {r['added_latency_s']:.3f} | "
+        print(f"| {r['model']} | {r['output']} | {r['stats']} | {r['hop_s']:g} | {r['left_context_s']:.2f} | {r['right_context_s']:.2f} | {r['added_latency_s']:.3f} | "
               f"{r['frames']} ({same}) | {r['cos_min']:.4f} | {r['cos_p1']:.4f} | {r['cos_mean']:.4f} |")
     return 0
 

@@ -84,17 +84,6 @@ class FrontEndStats:
             out["patch_cov"] = self.patch_cov
         return out
 
-    @classmethod
-    def stack(cls, items: list[FrontEndStats]) -> FrontEndStats:
-        """Concatenate the rows of several statistics (one per stream) into one batch."""
-        patches = items[0].patch_mean is not None
-        return cls(
-            np.concatenate([s.input_mean for s in items]),
-            np.concatenate([s.input_std for s in items]),
-            np.concatenate([s.patch_mean for s in items if s.patch_mean is not None]) if patches else None,
-            np.concatenate([s.patch_cov for s in items if s.patch_cov is not None]) if patches else None,
-        )
-
 
 def _patches(x: npt.NDArray[np.floating], kernel: int, stride: int) -> npt.NDArray[np.float64]:
     """``[B, T0, K]`` float64 conv-0 input patches (T0 = conv-0 output frames)."""
@@ -291,6 +280,8 @@ class FrontEndState:
         """
         stride, field = self.stride, self.receptive_field
         total = (samples.size - field) // stride + 1
+        if total < 1:
+            raise ValueError(f"a window of {samples.size} samples has no frame (needs {field})")
         end = first_frame + total
         with self._lock:
             if first_frame < self.first_cached:  # older than the ring: compute, keep nothing
