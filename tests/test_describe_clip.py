@@ -69,7 +69,9 @@ def test_clip_store_round_trip_and_bound(tmp_path: Path) -> None:
         path = store.put(f"pat-{i}", audio, 16000, {"stream": "radio", "start_s": float(i), "occurrence": "first"})
         os.utime(path, (1e9 + i, 1e9 + i))  # distinct ages (file systems may store coarse mtimes)
     assert "pat-0" not in store and "pat-2" in store and store.evicted == 1  # the oldest went first
-    got, rate, info = store.get("pat-2")  # type: ignore[misc]
+    clip = store.get("pat-2")
+    assert clip is not None
+    got, rate, info = clip
     assert rate == 16000 and info == {"stream": "radio", "start_s": 2.0, "occurrence": "first"}
     np.testing.assert_allclose(got, audio, atol=1 / 32767)
     assert store.get("pat-0") is None

@@ -72,7 +72,9 @@ def test_run_describes_each_new_pattern(tiny_w2v_dir: Path, tiny_gama_dir: Path,
         assert record["prompt"] == "What is this sound?" and record["clip"]["occurrence"] == "first"
         first = next(m for m in matches if m["pattern_id"] == pid)
         centre_s = (first["first_start_s"] + first["first_end_s"]) / 2
-        clip, rate, info = ClipStore(clip_dir_for(db)).get(pid)  # type: ignore[misc]
+        stored_clip = ClipStore(clip_dir_for(db)).get(pid)
+        assert stored_clip is not None
+        clip, rate, info = stored_clip
         start = round(event["clip_start_s"] * SR)
         assert rate == SR and clip.size == W and info["start_s"] == event["clip_start_s"]
         assert abs(start - max(0, round(centre_s * SR) - W // 2)) <= 2  # centred on the first, clipped at 0
@@ -89,7 +91,7 @@ async def test_full_queue_drops_without_stalling_the_matcher(tiny_gama_dir: Path
         def held(audio: np.ndarray, sample_rate: int, prompt: str | None) -> str:
             if not gate.wait(60.0):
                 raise TimeoutError("test gate never opened")
-            return real(audio, sample_rate, prompt)
+            return str(real(audio, sample_rate, prompt))
 
         worker = DescribeWorker(held, DescribeWorkerConfig(queue_size=1))
         worker.start()
