@@ -27,7 +27,8 @@ def model(tiny_w2v_dir: Path) -> Iterator[Wav2Vec2Model]:
 
 def _cos(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    return (a64 * b64).sum(-1) / (np.linalg.norm(a64, axis=-1) * np.linalg.norm(b64, axis=-1))
+    cos: npt.NDArray[np.float64] = (a64 * b64).sum(-1) / (np.linalg.norm(a64, axis=-1) * np.linalg.norm(b64, axis=-1))
+    return cos
 
 
 def test_split_reproduces_run_batch(model: Wav2Vec2Model, speech_like: Audio) -> None:
