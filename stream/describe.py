@@ -115,6 +115,9 @@ class DescribeWorker:
         self.config = config or DescribeWorkerConfig()
         self.stats = DescribeStats()
         self._metrics = metrics  # a StreamMetrics, or None
+        if metrics is not None:  # every drop reason is exported from the start, at 0
+            for reason in ("queue_full", "closed", "shutdown"):
+                metrics.describe_dropped.labels(reason)
         self._queue: asyncio.Queue[DescribeJob] = asyncio.Queue(maxsize=self.config.queue_size)
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="describe")
         self._task: asyncio.Task[None] | None = None

@@ -63,6 +63,7 @@ async def test_stream_patterns_are_described_and_can_be_described_again(tiny_gam
         async with http.get(server.url + "/metrics") as r:
             metrics = await r.text()
         assert "ostinato_describe_jobs_completed_total" in metrics and "ostinato_describe_latency_seconds_count" in metrics
+        assert 'ostinato_describe_jobs_dropped_total{reason="queue_full"} 0.0' in metrics
         submitted = server.service.metrics.value("ostinato_describe_jobs_submitted_total")
         assert submitted == 3 and server.service.metrics.value("ostinato_describe_jobs_completed_total") >= 2
 
