@@ -22,7 +22,7 @@ from ostinato.export.validate import ValidationCase, make_cases, validate_onnx
 if TYPE_CHECKING:
     from ostinato.export.wav2vec2 import Wav2Vec2ExportConfig
 
-__all__ = ["check", "convert", "export_fp32", "make_validation_cases", "quiet_export"]
+__all__ = ["check", "convert", "export_fp32", "make_validation_cases", "providers_for", "quiet_export"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def check(
     path: Path, cases: Sequence[ValidationCase], mode: str, config: Wav2Vec2ExportConfig, report: Progress
 ) -> dict[str, Any]:
     """Validate ``path`` against the PyTorch references (raises ToleranceError on failure)."""
-    providers = _providers_for(config.precision)
+    providers = providers_for(config.precision)
     return validate_onnx(
         path,
         cases,
@@ -146,7 +146,8 @@ def check(
     )
 
 
-def _providers_for(precision: str) -> tuple[str, ...]:
+def providers_for(precision: str) -> tuple[str, ...]:
+    """Execution providers a graph of ``precision`` is validated on."""
     # fp16 targets CUDA: validate there when its libraries load (asking ORT for a provider
     # that cannot load prints its own errors). Elsewhere graphs are validated on CPU.
     if precision != "fp16":

@@ -28,6 +28,7 @@ import numpy.typing as npt
 import torch
 
 from ostinato.export import quantize
+from ostinato.export._w2v_graph import providers_for, quiet_export
 from ostinato.export._w2v_patch import matmul_front_end
 from ostinato.export._w2v_source import GraphModule, SourceModel
 from ostinato.export.validate import ValidationCase, validate_runner
@@ -36,7 +37,7 @@ from ostinato.runtime.w2v_frontend import window_stats
 if TYPE_CHECKING:
     from ostinato.export.wav2vec2 import Wav2Vec2ExportConfig
 
-__all__ = ["ENCODER_FILE", "FRONTEND_FILE", "export_split", "split_info"]
+__all__ = ["CONV_FEATURES", "ENCODER_FILE", "FRONTEND_FILE", "FrontEndModule", "export_split", "patch_geometry", "split_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +135,6 @@ def _trace(
     source: SourceModel, module: GraphModule, frontend_path: Path, encoder_path: Path, opset: int,
     recipe: quantize.Int8Recipe | None,
 ) -> None:
-    from ostinato.export._w2v_graph import quiet_export
-
     num_conv = len(source.hf_config.conv_kernel)
     front_end = tuple(x for x in recipe.front_end_layers if x < num_conv) if recipe else ()
     owner = getattr(source.model, "wav2vec2", source.model)
@@ -197,9 +196,7 @@ def export_split(
     report("export split", 1, 1)
     if not config.validate:
         return {"skipped": True}
-    from ostinato.export._w2v_graph import _providers_for
-
-    providers = _providers_for(config.precision)
+    providers = providers_for(config.precision)
     runner = _split_runner(final["frontend"], final["encoder"], source, providers)
     mode = "exact" if config.precision == "fp32" else "cosine"
     return validate_runner(

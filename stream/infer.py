@@ -185,6 +185,7 @@ class InferenceStage:
         self._closed = False
         use_cache = config.frontend is not None and supports_cache(models)
         self.frontend_cache = ConvFrameCache(config.frontend, self.stride) if use_cache and config.frontend else None
+        logger.info("inference path: %s", "conv-frame cache (split model)" if self.frontend_cache else "whole windows")
 
     @classmethod
     def from_dir(
