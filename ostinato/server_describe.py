@@ -94,9 +94,8 @@ def _to_stream(service: Service, event: DescribeEvent) -> None:
     """A description arrives seconds after its match: send it to the stream if still open."""
     hub = service.streams
     session = hub.sessions.get(event.stream) if hub is not None else None
-    if session is None or session.finished.is_set() or session.results.closed:
-        return  # the stream said bye; the text is in the library
-    session._publish([event])  # the one path to a stream's event frames (counted, outputs honoured)
+    if session is not None:
+        session.publish_late([event])  # False: the stream said bye; the text is in the library
 
 
 async def _prompt(request: web.Request) -> str | None:

@@ -399,6 +399,15 @@ class StreamSession:
         else:
             matching.end(self.stream_id)
 
+    def publish_late(self, events: list[Any]) -> bool:
+        """Send events that arrive out of band (a ``describe`` seconds after its match) as
+        ``event`` frames: numbered and kept for replay like the others, counted, ``outputs``
+        honoured. Returns ``False`` (nothing sent) once the stream has finished (its ``bye`` is out)."""
+        if self.finished.is_set() or self.results.closed:
+            return False
+        self._publish(events)
+        return True
+
     def _publish(self, events: list[Any]) -> None:
         # Matches were already filed in the library by the MatcherSession (pattern ids are
         # library ids then).

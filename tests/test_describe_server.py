@@ -5,6 +5,7 @@ from its clip, and the error answers (no model, no clip, unknown pattern, bad pr
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 from server_harness import planted_repeats, running_server
 
 from ostinato.client import ClientConfig, StreamClient
+from ostinato.stream.events import event_from_json
 
 
 async def _describe_event(client: StreamClient, timeout_s: float = 120.0) -> dict:  # type: ignore[type-arg]
@@ -33,8 +35,13 @@ async def test_stream_patterns_are_described_and_can_be_described_again(tiny_gam
         async with StreamClient(server.ws_url, config=ClientConfig(max_retries=0)) as client:
             await client.send_audio(audio)
             await client.flush()
+            session = server.service.streams.sessions[client.stream_id]
             event = await _describe_event(client)  # arrives while the stream is still open
             await client.end()
+        # the late event went through the stream's numbered output (no seq gap, counted in bye)
+        assert client.output_gaps == 0 and session.events_out == len(client.events())
+        after_bye = session.outbox.next_seq
+        assert not session.publish_late([event_from_json(json.dumps(event))]) and session.outbox.next_seq == after_bye
         match = next(e for e in client.events() if e["event"] == "match")
         pid = match["pattern_id"]
         assert event["pattern_id"] == pid and event["stream"] == client.stream_id and event["occurrence"] == "first"
