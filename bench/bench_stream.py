@@ -14,6 +14,11 @@
    models with the split graph also with the conv-frame cache (front end once per hop, one
    stream's windows in order, encoder batched).
 
+5. throughput (opt-in): ``--throughput-streams N`` streams at full speed (not paced) through the whole
+   pipeline (2 workers, batching, the front-end thread); capacity estimate = cores x audio
+   seconds / process CPU seconds. Like 4. it measures CPU time, so it survives a shared
+   machine better than 3.; unlike 4. it includes everything the pipeline does.
+
 ``--cache on|off|both`` picks the inference path of the latency and capacity parts (split
 models; ``off`` = whole windows through ``model.onnx``). The overhead part always compares
 the uncached pipeline with plain ``run_batch`` on the same windows.
@@ -166,6 +171,26 @@ def _capacity(models: list[Wav2Vec2Model], config: WindowerConfig, args: argpars
                   "workers": args.workers, "batch_size": args.capacity_batch, "steps": [r["streams"] for r in rows]})
 
 
+def bench_throughput(models: list[Wav2Vec2Model], default: WindowerConfig, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """End-to-end CPU cost of real streams at full speed, per geometry and cache setting."""
+    rows = []
+    audios = [_audio(args.cost_seconds, i) for i in range(args.throughput_streams)]
+    for name in ("default", "light"):
+        config = _preset_config(name, default)
+        for cache in _modes(models, args):
+            cpu0 = time.process_time()
+            wall_s, summary, _ = asyncio.run(_pipeline(models, audios, config, args.batch_size, False, workers=args.workers, cache=cache))
+            cpu_s = time.process_time() - cpu0
+            rows.append(_emit({
+                "bench": "stream_throughput", "preset": name, "cache": cache, "streams": len(audios),
+                "audio_s": round(summary.audio_s, 1), "frames": summary.frames, "cpu_s": round(cpu_s, 2),
+                "wall_s": round(wall_s, 2), "mean_batch": round(summary.mean_batch_size, 2),
+                "cpu_s_per_audio_s": round(cpu_s / summary.audio_s, 4),
+                "capacity_estimate_streams": round((os.cpu_count() or 1) * summary.audio_s / cpu_s, 1),
+            }))
+    return rows
+
+
 _PRESETS = {
     "default": (None, None, None),
     "light": (0.5, 0.24, 0.24),
@@ -245,7 +270,9 @@ def _cost_cached(model: Wav2Vec2Model, name: str, config: WindowerConfig, audio:
 
 
 def _table(overhead: dict[str, Any] | None, latency: list[dict[str, Any]], capacity: list[dict[str, Any]],
-           cost: list[dict[str, Any]], args: argparse.Namespace, config: WindowerConfig) -> str:
+           cost: list[dict[str, Any]], args: argparse.Namespace, config: WindowerConfig,
+           throughput: list[dict[str, Any]] | None = None) -> str:
+    throughput = throughput or []
     lines = [
         f"Model `{args.model}` (random weights), window hop {config.hop_samples / 16000:g} s + left "
         f"{config.left_context_samples / 16000:g} s + right {config.right_context_samples / 16000:g} s; "
@@ -268,6 +295,10 @@ def _table(overhead: dict[str, Any] | None, latency: list[dict[str, Any]], capac
         lines.append(f"| CPU per window{_cache_label(r)}, {r['preset']} ({r['window_s']:.2f} s windows, hop {r['hop_s']:g} s, "
                      f"batch {r['batch']}) | {r['cpu_ms_per_window']:.0f} ms{split} -> at most {r['capacity_estimate_streams']:.1f} "
                      f"real-time streams on {os.cpu_count()} idle cores |")
+    for r in throughput:
+        lines.append(f"| {r['streams']} streams at full speed{_cache_label(r)}, {r['preset']}: CPU per audio second | "
+                     f"{r['cpu_s_per_audio_s'] * 1000:.0f} ms -> at most {r['capacity_estimate_streams']:.1f} real-time streams "
+                     f"on {os.cpu_count()} idle cores |")
     for c in capacity:
         lines.append(f"| max real-time streams without drops{_cache_label(c)} (deadline {args.max_lag_s:g} s, {args.workers} workers) | "
                      f"{c['max_realtime_streams']} (tried {c['steps']}; goal >= 12) |")
@@ -307,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cost-seconds", type=float, default=12.0, help="audio for the CPU-per-window part")
     p.add_argument("--cache", choices=("on", "off", "both"), default="on",
                    help="conv-frame cache for the latency/capacity parts (split models only)")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: overhead,latency,capacity,cost")
+    p.add_argument("--throughput-streams", type=int, default=0,
+                   help="streams of --cost-seconds audio for the throughput part (0: skip it)")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: overhead,latency,capacity,cost,throughput")
     p.add_argument("--results", type=Path, default=None, help="update this markdown file's bench_stream section")
     args = p.parse_args(argv)
     defaults = WindowerConfig()
@@ -323,11 +356,13 @@ def main(argv: list[str] | None = None) -> int:
         latency = bench_latency(models, config, args) if "latency" not in skip else []
         capacity = bench_capacity(models, config, args) if "capacity" not in skip else []
         cost = bench_cost(models, config, args) if "cost" not in skip else []
+        run_throughput = args.throughput_streams > 0 and "throughput" not in skip
+        throughput = bench_throughput(models, config, args) if run_throughput else []
     finally:
         for m in models:
             m.close()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    table = _table(overhead, latency, capacity, cost, args, config) + f"\n\nLoad average at the end of the run: {load:.1f}."
+    table = _table(overhead, latency, capacity, cost, args, config, throughput) + f"\n\nLoad average at the end of the run: {load:.1f}."
     print("\n" + table)
     if args.results is not None:
         _write_results(args.results, table)
