@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -117,6 +119,24 @@ async def test_conv_cache_runs_each_frame_once_with_identical_frame_times(
         alone = model.encode(model.frontend(w.samples[None, :], stats))[model.default_output][0]
         offset = w.core_start_frame - w.start_sample // 320
         np.testing.assert_allclose(f.frames, alone[offset : offset + w.core_frames], rtol=0, atol=1e-4)
+
+
+async def test_model_dirs_without_the_split_run_whole_windows(
+    tiny_w2v_dir: Path, tmp_path: Path, speech_like: Callable[..., npt.NDArray[np.float32]]
+) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(tiny_w2v_dir, old)
+    manifest = json.loads((old / "ostinato.json").read_text())
+    for role in ("frontend", "encoder"):
+        (old / manifest["files"].pop(role)).unlink()
+    (old / "ostinato.json").write_text(json.dumps(manifest))
+    audio = speech_like(2.5, seed=4)
+    stage = InferenceStage.from_dir(old, provider="cpu", config=InferenceConfig(max_lag_s=float("inf")))
+    assert stage.frontend_cache is None  # the default config asks for the cache; the model cannot
+    feats = _frames_of(await run_stage(stage, [*_windows(audio), StreamEnd("s", len(audio))]), "s")
+    await stage.close()
+    starts = np.concatenate([f.start_samples for f in feats])
+    assert np.array_equal(starts, np.arange(num_frames(len(audio))) * 320)
 
 
 async def test_streams_are_batched_together_and_stay_in_order(
