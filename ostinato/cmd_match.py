@@ -3,12 +3,15 @@
 
 ``match`` reads the file, resamples it to 16 kHz and pushes it in chunks of ``--chunk-s``
 through exactly what the live pipeline runs (log-mel or model features → matcher → events
-→ library), printing events as JSON lines on stdout (or to ``--events``).
+→ library), printing events as JSON lines on stdout (or to ``--events``). With
+``--describe-model`` each new pattern is then described (``describe`` events), one at a time,
+from a clip cut out of the file around its first occurrence.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,13 +44,13 @@ def add_match_arguments(p: argparse.ArgumentParser, standalone: bool = False) ->
                    help="audio history searched per stream (default 600; 120 with --profile edge)")
     g.add_argument("--min-pattern-s", type=float, default=None, help="shortest repeat reported (default 1.5)")
     g.add_argument("--novelty", type=float, default=None, metavar="COSINE", help="also report novel sounds below this similarity")
-    if not standalone:
-        g.add_argument("--describe-model", type=Path, default=None, metavar="GAMA_DIR",
-                       help="describe each new pattern in words with this GAMA export (docs/gama.md)")
-        g.add_argument("--describe-prompt", default=None, help='instruction for --describe-model (default "Describe the audio.")')
+    g.add_argument("--describe-model", type=Path, default=None, metavar="GAMA_DIR",
+                   help="describe each new pattern in words with this GAMA export (docs/gama.md)")
+    g.add_argument("--describe-prompt", default=None, help='instruction for --describe-model (default "Describe the audio.")')
+    if not standalone:  # match cuts clips from the file itself
         g.add_argument("--describe-ring-s", type=float, default=None,
                        help="audio kept per stream to cut clips from (default: --buffer-s + 11, at least 60; 32 kB/s)")
-        g.add_argument("--describe-max-tokens", type=int, default=None, help="longest description (default 400)")
+    g.add_argument("--describe-max-tokens", type=int, default=None, help="longest description (default 400)")
 
 
 def build_match_consumers(args: argparse.Namespace) -> list[Any]:
@@ -72,7 +75,7 @@ def _describer(args: argparse.Namespace, config: Any) -> Any:
     from ostinato.stream.clip_store import ClipStore, clip_dir_for
     from ostinato.stream.pattern_describe import PatternDescriber
 
-    ring_s = args.describe_ring_s or max(60.0, config.matcher_config.buffer_s + 11.0)
+    ring_s = getattr(args, "describe_ring_s", None) or max(60.0, config.matcher_config.buffer_s + 11.0)
     clips = ClipStore(clip_dir_for(args.library)) if args.library is not None else None
     describer = PatternDescriber.open(args.describe_model, {"prompt": args.describe_prompt, "ring_s": ring_s,
                                                             "max_new_tokens": args.describe_max_tokens}, clips=clips)
@@ -95,26 +98,102 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Stream the file through the matcher; print events and a summary."""
     from ostinato.runtime.audio import load_audio
-    from ostinato.stream.events import event_to_json
+    from ostinato.stream.events import MatchEvent, event_to_json
     from ostinato.stream.matcher_stage import MatcherSession
 
     config = _stage_config(args)
     stream = args.stream or args.file.stem
     audio, _ = load_audio(args.file)
     printer = None if args.events is not None else (lambda e: print(event_to_json(e), flush=True))
-    session = MatcherSession(config, on_event=printer)
+    firsts: dict[str, Any] = {}  # pattern id -> its first match event (what --describe-model describes)
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, MatchEvent):
+            firsts.setdefault(event.pattern_id, event)
+        if printer is not None:
+            printer(event)
+
+    session = MatcherSession(config, on_event=on_event)
     step = max(320, int(args.chunk_s * 16000))
+    described = ""
     try:
         if config.features == "logmel":
             for i in range(0, audio.size, step):
                 session.feed(stream, audio[i : i + step])
         else:
             _match_model_features(args, session, stream, audio)
+        session.close_streams()
+        if args.describe_model is not None:
+            described = asyncio.run(_describe_patterns(args, session, stream, audio, list(firsts.values())))
     finally:
         session.close()
     where = f" -> {args.events}" if args.events is not None else ""
     print(f"{stream}: {audio.size / 16000:.1f} s, {session.matches} matches, {session.novelties} novelty events{where}", file=sys.stderr)
+    if described:
+        print(described, file=sys.stderr)
     return 0
+
+
+async def _describe_patterns(args: argparse.Namespace, session: Any, stream: str, audio: Any, firsts: list[Any]) -> str:
+    """``match --describe-model``: after matching, describe each new pattern one at a time
+    (nothing is dropped: the whole file is here) from a clip cut out of the file around its
+    first occurrence, with the describer ``run --describe-model`` uses. Returns the summary line."""
+    from ostinato.stream.events import event_to_json
+    from ostinato.stream.pattern_describe import SAMPLE_RATE, ClipRequest, clip_span
+
+    describer = _describer(args, session.config)
+    try:
+        for first in firsts:
+            if _has_description(session.library, first.pattern_id):
+                describer.counts["already_described"] += 1
+                continue
+            span = clip_span(_samples(first.first_start_s, first.first_end_s), _samples(first.start_s, first.end_s),
+                             (0, audio.size), describer.config.window_samples)
+            if span is None:  # cannot happen: both occurrences lie in the file
+                continue
+            start, stop, which = span
+            request = ClipRequest(first.pattern_id, stream, audio[start:stop], start / SAMPLE_RATE, which)
+            _file_clip(describer, request)
+            future = describer.request(request, session.library)
+            if future is not None:  # one job at a time: the queue is never full
+                event = await future
+                if session.events is not None:
+                    session.events.write([event])
+                else:
+                    print(event_to_json(event), flush=True)
+    finally:
+        await describer.close()
+    s = describer.summary()
+    return (f"describe ({describer.config.model_name}{', RANDOM WEIGHTS' if describer.config.random_weights else ''}): "
+            f"described {s['described']}, failed {s['failed']}, already described {s['already_described']}, "
+            f"mean {s['worker']['mean_s']:.2f} s")
+
+
+def _samples(start_s: float, end_s: float) -> tuple[int, int]:
+    return round(start_s * 16000), round(end_s * 16000)
+
+
+def _has_description(library: Any, pattern_id: str) -> bool:
+    """A library pattern already described (a later run of the same library does not redo it)."""
+    from ostinato.stream.library import LibraryError
+
+    try:
+        record = library.get(pattern_id).metadata.get("description") if library is not None else None
+    except LibraryError:
+        return False
+    return isinstance(record, dict) and record.get("text") is not None
+
+
+def _file_clip(describer: Any, request: Any) -> None:
+    """Keep the clip beside the library (``POST /v1/patterns/{id}/describe`` describes it again)."""
+    if describer.clips is None:
+        return
+    info = {"stream": request.stream, "start_s": round(request.start_s, 4), "end_s": round(request.end_s, 4),
+            "occurrence": request.occurrence}
+    try:
+        describer.clips.put(request.pattern_id, request.audio, 16000, info)
+    except (OSError, RuntimeError, ValueError) as e:  # the description is still made and stored
+        print(f"clip of pattern {request.pattern_id} not stored: {e}", file=sys.stderr)
 
 
 def _match_model_features(args: argparse.Namespace, session: Any, stream: str, audio: Any) -> None:

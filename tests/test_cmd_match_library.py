@@ -86,3 +86,42 @@ def test_library_errors_are_user_errors(tmp_path: Path, capsys: pytest.CaptureFi
     sf.write(silent, np.zeros(SR, np.float32), SR)
     assert main(["library", "--library", str(db), "query", str(silent)]) == 2
     assert "empty" in capsys.readouterr().err
+
+
+def test_match_describes_each_new_pattern_from_a_clip_of_the_file(recording: tuple[Path, list[np.ndarray]], tiny_gama_dir: Path,
+                                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ostinato.stream.clip_store import ClipStore, clip_dir_for
+    from ostinato.stream.library import PatternLibrary
+
+    wav, _ = recording
+    events, db = tmp_path / "events.jsonl", tmp_path / "patterns.db"
+    argv = ["match", str(wav), "--events", str(events), "--library", str(db), "--describe-model", str(tiny_gama_dir),
+            "--describe-max-tokens", "8", "--describe-prompt", "What is this sound?"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "RANDOM WEIGHTS" in err and "described 2, failed 0, already described 0" in err, err
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    firsts = {}
+    for e in lines:
+        if e["event"] == "match":
+            firsts.setdefault(e["pattern_id"], e)
+    described = {e["pattern_id"]: e for e in lines if e["event"] == "describe"}
+    assert set(described) == set(firsts) and len(described) == 2
+    audio, rate = sf.read(wav, dtype="float32")
+    window = 164080  # GAMA's clip: centred on the first occurrence, clipped at the file start
+    with PatternLibrary(db, readonly=True) as lib:
+        for pid, event in described.items():
+            record = lib.get(pid).metadata["description"]
+            assert isinstance(event["text"], str) and event["error"] is None and record["text"] == event["text"]
+            assert record["prompt"] == "What is this sound?" and record["random_weights"] is True
+            first = firsts[pid]
+            centre = round((first["first_start_s"] + first["first_end_s"]) / 2 * rate)
+            start = round(event["clip_start_s"] * rate)
+            assert abs(start - max(0, centre - window // 2)) <= 2 and event["occurrence"] == "first"
+            stored = ClipStore(clip_dir_for(db)).get(pid)
+            assert stored is not None and stored[0].size == window
+            np.testing.assert_allclose(stored[0], audio[start : start + window], atol=1.01 / 32767)
+    assert any(round(e["clip_start_s"]) > 0 for e in described.values())  # the 8 s jingle: a centred clip
+
+    assert main(argv) == 0  # the same library again: its patterns are described already
+    assert "described 0, failed 0, already described 2" in capsys.readouterr().err
