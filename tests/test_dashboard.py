@@ -1,6 +1,8 @@
 """The dashboard in real headless Chromium: the fake microphone plays a WAV with a planted
 repeat; the page streams it over the WebSocket (AudioWorklet, 16 kHz) and must show the
-match events, the level and the stream health. A screenshot is saved as a test artifact.
+match events, the level and the stream health, and -- the server describing new patterns with
+the tiny random-weights GAMA -- the pattern's description (as text) in the library table and
+as the tooltip of its events. A screenshot is saved as a test artifact.
 
 Chromium is driven over the DevTools protocol with aiohttp (no extra dependency) and kept
 off the network by its flags; the test is skipped where Chromium is not installed
@@ -73,11 +75,14 @@ async def _devtools_port(profile: Path, proc: subprocess.Popen[bytes]) -> int:
     raise TimeoutError("chromium did not open its DevTools port")
 
 
-async def test_dashboard_shows_live_matches_from_the_microphone(tiny_w2v_dir: Path, tmp_path: Path) -> None:
+async def test_dashboard_shows_live_matches_and_descriptions_from_the_microphone(
+        tiny_w2v_dir: Path, tiny_gama_dir: Path, tmp_path: Path) -> None:
     audio, repeats = planted_repeats(seed=3)
     wav = write_wav(tmp_path / "planted.wav", audio)
     profile = tmp_path / "chromium-profile"
-    async with running_server(tiny_w2v_dir) as server, aiohttp.ClientSession() as http:
+    # one browser run covers both: the describe model adds a second or two of CPU per pattern
+    async with running_server(tiny_w2v_dir, library_path=tmp_path / "patterns.db",
+                              describe_model=tiny_gama_dir) as server, aiohttp.ClientSession() as http:
         proc = subprocess.Popen([str(CHROMIUM), *_chromium_flags(profile, wav)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
@@ -90,6 +95,10 @@ async def test_dashboard_shows_live_matches_from_the_microphone(tiny_w2v_dir: Pa
                 await cdp.call("Page.navigate", url=server.url + "/?autostart=mic")
                 state = await _wait_for_events(cdp, repeats[1][0] - repeats[0][0], timeout_s=60)
                 shot = await cdp.call("Page.captureScreenshot", format="png")
+            stored = {}
+            for pid in state["described"]:
+                async with http.get(server.url + f"/v1/patterns/{pid}") as r:
+                    stored[pid] = (await r.json())["metadata"]["description"]
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=10)
@@ -104,10 +113,17 @@ async def test_dashboard_shows_live_matches_from_the_microphone(tiny_w2v_dir: Pa
     planted_lag_s = repeats[1][0] - repeats[0][0]
     assert any(abs(lag - planted_lag_s) < 0.3 for lag in state["lags"]), state
     assert state["patterns"] >= 1 and artifact.stat().st_size > 10_000
+    # the description is shown as the text the model produced (random weights: labelled so),
+    # both from the library (table) and from the stream's `describe` event (event tooltip)
+    assert state["described"] and not state["failed"], state
+    for pid, shown in state["described"].items():
+        assert isinstance(stored[pid]["text"], str) and shown["text"] == stored[pid]["text"], (shown, stored[pid])
+        assert shown["random"] and shown["tooltip"] == stored[pid]["text"], shown
 
 
 async def _wait_for_events(cdp: _DevTools, want_lag_s: float, timeout_s: float) -> dict[str, Any]:
-    """Poll the page until it lists a match ``want_lag_s`` after its first occurrence."""
+    """Poll the page until it lists a match ``want_lag_s`` after its first occurrence and the
+    description of a matched pattern (in the library table and as its events' tooltip)."""
     probe = """(() => {
       const rows = [...document.querySelectorAll('#events tbody tr.event')];
       const start = (td) => Number(td.textContent.replace(' s', '').split('–')[0]);
@@ -115,14 +131,23 @@ async def _wait_for_events(cdp: _DevTools, want_lag_s: float, timeout_s: float) 
       return {events: rows.length, lags, connection: document.getElementById('connection').textContent,
               health: document.getElementById('health').textContent, audio_s: document.getElementById('audio-s').textContent,
               level: document.getElementById('level').textContent, message: document.getElementById('message').textContent,
-              patterns: document.querySelectorAll('#patterns tbody tr.pattern').length};
+              patterns: document.querySelectorAll('#patterns tbody tr.pattern').length,
+              failed: document.querySelectorAll('#patterns .describe-failed').length,
+              described: Object.fromEntries([...document.querySelectorAll('#patterns tbody tr.pattern')]
+                .filter(tr => tr.querySelector('.describe-text')).map(tr => {
+                  const ev = document.querySelector(`#events tr.event[data-pattern="${tr.dataset.pattern}"]`);
+                  return [tr.dataset.pattern, {text: tr.querySelector('.describe-text').textContent,
+                          random: tr.querySelector('td.description .badge') !== null,
+                          tooltip: ev ? ev.children[1].title : null}];
+                }))};
     })()"""
     state: dict[str, Any] = {}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while loop.time() < deadline:
         state = await cdp.evaluate(probe)
-        if state and any(abs(lag - want_lag_s) < 0.3 for lag in state["lags"]):
+        found = state and any(abs(lag - want_lag_s) < 0.3 for lag in state["lags"])
+        if found and any(d["tooltip"] for d in state["described"].values()):
             await asyncio.sleep(1.0)  # let the status panel and timeline catch up for the screenshot
             return await cdp.evaluate(probe)  # type: ignore[no-any-return]
         await asyncio.sleep(0.5)

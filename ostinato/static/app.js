@@ -1,5 +1,8 @@
 // ostinato dashboard: streams the microphone (or a server-side file) to /v1/stream and shows
-// the input level, stream health and lag, a timeline of recurring patterns and the library.
+// the input level, stream health and lag, a timeline of recurring patterns and the library,
+// with each pattern's description when the server has a describe model (`describe` events).
+// Descriptions are model output: they only ever reach the page as text (textContent, title,
+// canvas fillText), never as HTML.
 // Plain ES module, no build step, no third-party code: everything is served by ostinato.
 import { encode, decode } from "/static/msgpack.js";
 
@@ -11,6 +14,8 @@ const $ = (id) => document.getElementById(id);
 const state = {
   ws: null, audio: null, seq: 0, samplesSent: 0, droppedBlocks: 0, streamTimeS: 0, mode: "mic",
   events: [], patterns: new Map(), libraryAvailable: false, streamId: "",
+  descriptions: new Map(), // pattern id -> {text, error, model, random_weights, prompt} from `describe` events
+  libraryTimer: null,
 };
 
 function setBadge(el, text, cls) { el.textContent = text; el.className = `badge ${cls}`; }
@@ -61,7 +66,7 @@ async function start() {
   const source = $("source").value;
   state.mode = source.startsWith("file:") ? "file" : "mic";
   state.seq = 0; state.samplesSent = 0; state.droppedBlocks = 0; state.streamTimeS = 0;
-  state.events = []; state.patterns.clear(); renderEvents(); renderPatterns();
+  state.events = []; state.patterns.clear(); state.descriptions.clear(); renderEvents(); renderPatterns();
   $("start").disabled = true; $("stop").disabled = false;
   // Live audio: when the server cannot keep up it drops (and counts) rather than lags.
   const options = { status_interval_s: 0.5, overflow: "drop_oldest" };
@@ -165,6 +170,7 @@ function onStatus(s) {
 
 function onEvent(ev) {
   state.streamTimeS = Math.max(state.streamTimeS, ev.detected_at_s || 0);
+  if (ev.event === "describe") { onDescribe(ev); return; }
   if (ev.event !== "match") return;
   state.events.push(ev);
   if (state.events.length > 500) state.events.shift();
@@ -172,7 +178,37 @@ function onEvent(ev) {
   p.count += 1; p.last = Math.max(p.last, ev.start_s); p.best = Math.max(p.best, ev.score);
   state.patterns.set(ev.pattern_id, p);
   renderEvents();
-  if (!state.libraryAvailable) renderPatterns();
+  if (!state.libraryAvailable) renderPatterns(); else soonRefreshLibrary();
+}
+
+function onDescribe(ev) {
+  const { text, error, model, random_weights, prompt } = ev;
+  state.descriptions.set(ev.pattern_id, { text, error, model, random_weights, prompt });
+  renderEvents();
+  if (!state.libraryAvailable) renderPatterns(); else soonRefreshLibrary();
+}
+
+function soonRefreshLibrary() { // new matches and descriptions reach the library view within 0.5 s
+  if (!state.libraryTimer) state.libraryTimer = setTimeout(() => { state.libraryTimer = null; refreshLibrary(); }, 500);
+}
+
+function shorten(text, n) { return text.length > n ? `${text.slice(0, n - 1)}…` : text; }
+
+// The description cell of a pattern row: the text, or a "failed" badge (the error as tooltip).
+function describeCell(d) {
+  const td = document.createElement("td");
+  td.className = "description";
+  if (!d) { td.textContent = "—"; return td; }
+  if (d.text == null) {
+    const badge = Object.assign(document.createElement("span"), { className: "badge error describe-failed", textContent: "description failed" });
+    badge.title = d.error || "unknown error";
+    td.appendChild(badge);
+    return td;
+  }
+  if (d.random_weights) td.appendChild(Object.assign(document.createElement("span"), { className: "badge degraded", textContent: "random weights" }));
+  td.appendChild(Object.assign(document.createElement("span"), { className: "describe-text", textContent: d.text }));
+  td.title = `${d.text}\n(${d.model || "model"}; prompt: ${d.prompt || "—"})`;
+  return td;
 }
 
 // -- rendering --------------------------------------------------------------------------------
@@ -188,23 +224,27 @@ function renderEvents() {
       + `<td>${fmt(ev.first_start_s)}–${fmt(ev.first_end_s)} s</td><td>${fmt(ev.start_s)}–${fmt(ev.end_s)} s</td>`;
     tr.querySelector(".swatch").style.background = colour(ev.pattern_id);
     tr.children[1].append(ev.pattern_id); // text node: ids are never parsed as HTML
+    const d = state.descriptions.get(ev.pattern_id);
+    if (d) tr.children[1].title = d.text ?? `description failed: ${d.error}`; // a property: never parsed
     return tr;
   }));
 }
 
 function renderPatterns(rows) {
-  const list = rows || [...state.patterns.values()].map((p) => ({ id: p.id, count: p.count, first: `${fmt(p.first)} s`,
+  const list = rows || [...state.patterns.values()].map((p) => ({ id: p.id, label: p.id, count: p.count, first: `${fmt(p.first)} s`,
                                                                    last: `${fmt(p.last)} s`, best: p.best }));
   $("library-source").textContent = state.libraryAvailable ? "(server library)" : "(this session)";
   const body = $("patterns").querySelector("tbody");
   body.replaceChildren(...list.map((p) => {
     const tr = document.createElement("tr");
     tr.className = "pattern";
-    for (const text of [p.id, String(p.count), p.first, p.last, p.best == null ? "—" : Number(p.best).toFixed(3)]) {
+    tr.dataset.pattern = p.id;
+    for (const text of [p.label, String(p.count), p.first, p.last, p.best == null ? "—" : Number(p.best).toFixed(3)]) {
       const td = document.createElement("td");
       td.textContent = text;
       tr.appendChild(td);
     }
+    tr.appendChild(describeCell(p.description || state.descriptions.get(p.id)));
     tr.firstChild.prepend(Object.assign(document.createElement("span"), { className: "swatch", style: `background:${colour(p.id)}` }));
     return tr;
   }));
@@ -218,8 +258,9 @@ async function refreshLibrary() {
     state.libraryAvailable = true;
     const when = (t) => (t ? new Date(t * 1000).toLocaleTimeString() : "—");
     renderPatterns(body.patterns.map((p) => ({
-      id: p.name ? `${p.id} ${p.name}` : String(p.id), count: p.occurrence_count ?? "—",
+      id: String(p.id), label: p.name ? `${p.id} ${p.name}` : String(p.id), count: p.occurrence_count ?? "—",
       first: when(p.first_seen), last: when(p.last_seen), best: null,
+      description: (p.metadata && p.metadata.description) || null, // stored before its event is sent
     })));
   } catch (e) { state.libraryAvailable = false; }
 }
@@ -240,7 +281,8 @@ function drawTimeline() {
     g.fillText(`${t} s`, x(t) + 2, h - 4);
   }
   g.fillText("first occurrence", 10, 14); g.fillText("repeat heard", 10, 96);
-  for (const ev of state.events) {
+  const labelled = new Set(); // one description label per pattern, under its newest first-occurrence bar
+  for (const ev of [...state.events].reverse()) {
     if (ev.end_s < t0 && ev.first_end_s < t0) continue;
     const c = colour(ev.pattern_id);
     g.globalAlpha = 0.45; g.fillStyle = c;
@@ -251,6 +293,12 @@ function drawTimeline() {
     g.moveTo(x((ev.first_start_s + ev.first_end_s) / 2), 52);
     g.lineTo(x((ev.start_s + ev.end_s) / 2), 104); g.stroke();
     g.fillStyle = "#1d2330"; g.fillText(ev.score.toFixed(2), x(ev.start_s), 148);
+    const d = state.descriptions.get(ev.pattern_id);
+    if (d && !labelled.has(ev.pattern_id) && ev.first_end_s >= t0) {
+      labelled.add(ev.pattern_id);
+      g.fillStyle = d.text == null ? "#c53030" : "#1d2330";
+      g.fillText(d.text == null ? "description failed" : shorten(d.text, 48), x(ev.first_start_s), 66);
+    }
   }
   g.fillStyle = "#c53030"; g.fillRect(x(now), 18, 1, h - 36);
   requestAnimationFrame(drawTimeline);
