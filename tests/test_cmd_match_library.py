@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -101,7 +102,7 @@ def test_match_describes_each_new_pattern_from_a_clip_of_the_file(recording: tup
     err = capsys.readouterr().err
     assert "RANDOM WEIGHTS" in err and "described 2, failed 0, already described 0" in err, err
     lines = [json.loads(x) for x in events.read_text().splitlines()]
-    firsts = {}
+    firsts: dict[str, dict[str, Any]] = {}
     for e in lines:
         if e["event"] == "match":
             firsts.setdefault(e["pattern_id"], e)
