@@ -74,11 +74,13 @@ async def test_streamed_features_equal_offline_frames_and_repeats_are_flagged(ti
     streamed = np.concatenate([f.to_array() for f in feats])
     with Wav2Vec2Model.from_dir(tiny_w2v_dir, provider="cpu") as model:
         offline = model.features(audio, 16000)
-        # reference: the model run on each window the seed geometry cuts, core frames kept
+        # reference: the model run on each window the seed geometry cuts, core frames kept; the
+        # split model streams through the conv-frame cache with running statistics (issue 4)
         windower = Windower(StreamingConfig().windower_config())
         windows = windower.push(audio) + windower.flush()
+        state = model.new_frontend_state()
         reference = np.concatenate([
-            model.run_batch(w.samples[None, :])["last_hidden_state"][0][
+            model.encode(state.conv_frames(model.frontend, w.samples, w.start_sample // 320)[None])["last_hidden_state"][0][
                 w.core_start_frame - w.start_sample // 320: w.core_start_frame - w.start_sample // 320 + w.core_frames]
             for w in windows])
     np.testing.assert_array_equal(starts, offline.start_samples)  # no frame missing or duplicated
