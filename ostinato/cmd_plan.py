@@ -74,7 +74,8 @@ class Calibration:
 
     ``wall_s``/``cpu_s`` map batch size → median seconds per ``run_batch`` call. Memory: the
     process before loading, the one-time cost of the first load (ONNX Runtime's libraries),
-    each session's own cost (a second load of the same model) and its arena after running.
+    each session's own cost (a second load of the same model) and its arena after running
+    (for split models, the front-end and encoder sessions load on first use and count there).
     """
 
     window_samples: int
@@ -87,6 +88,7 @@ class Calibration:
     session_rss_mb: float
     arena_rss_mb: float
     provider: str
+    cache_floats_per_stream: int = 0  # split models: the stream's ring of cached conv frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,7 @@ def predict(cal: Calibration, cfg: PlanConfig) -> Plan:
     latency_ms = algorithmic_ms + wall_per_window * batch * 1000
     per_stream_bytes = 4 * (cal.window_samples + _QUEUED_WINDOWS * round(cfg.hop_s * 16000))
     per_stream_bytes += 4 * _QUEUED_WINDOWS * cal.frames_per_window * cal.feature_floats_per_frame
+    per_stream_bytes += 4 * cal.cache_floats_per_stream
     per_stream_mb = per_stream_bytes / 2**20
     memory_mb = (cal.process_rss_mb + cal.runtime_rss_mb + cfg.workers * (cal.session_rss_mb + cal.arena_rss_mb)
                  + cfg.streams * per_stream_mb)
@@ -149,21 +152,37 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def _time_batch(model: Any, windows: np.ndarray, seconds: float) -> tuple[float, float]:
-    model.run_batch(windows)  # warm-up: allocations and first-run tuning
+def _time_batch(run: Any, seconds: float) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``run()`` over ``seconds`` (at least 3 runs, after a warm-up)."""
+    run()  # warm-up: allocations and first-run tuning
     walls: list[float] = []
     cpus: list[float] = []
     started = time.perf_counter()
     while len(walls) < 3 or time.perf_counter() - started < seconds:
         w0, c0 = time.perf_counter(), time.process_time()
-        model.run_batch(windows)
+        run()
         walls.append(time.perf_counter() - w0)
         cpus.append(time.process_time() - c0)
     return statistics.median(walls), statistics.median(cpus)
 
 
+def _window_work(model: Any, windows: np.ndarray, hop_samples: int) -> Any:
+    """What the live stage runs per batch of windows.
+
+    Split models (``frontend.onnx`` + ``encoder.onnx``): the conv front end over each stream's
+    new audio only (hop + the receptive-field tail), then the transformer over whole windows of
+    cached conv frames. Older exports: the whole model over whole windows.
+    """
+    if not getattr(model, "has_split", False):
+        return lambda: model.run_batch(windows)
+    conv = model.frontend(windows)  # the cache's content (not timed)
+    fresh = np.ascontiguousarray(windows[:, : hop_samples + model.receptive_field_samples - model.frame_stride_samples])
+    return lambda: (model.frontend(fresh), model.encode(conv))
+
+
 def calibrate(model_dir: Path, cfg: PlanConfig, provider: str, threads: int, seconds: float) -> Calibration:
-    """Load the model in this process and time ``run_batch`` at batch 1 and ``cfg.batch_size``."""
+    """Load the model in this process and time one window's work at batch 1 and ``cfg.batch_size``."""
+    from ostinato.runtime.w2v_frontend import FrontEndConfig
     from ostinato.runtime.wav2vec2 import Wav2Vec2Model
 
     before = _rss_mb()
@@ -171,20 +190,22 @@ def calibrate(model_dir: Path, cfg: PlanConfig, provider: str, threads: int, sec
         loaded = _rss_mb()
         rng = np.random.default_rng(0)
         sizes = sorted({1, cfg.batch_size})
+        hop = round(cfg.hop_s * 16000 / 320) * 320
         wall, cpu = {}, {}
         for b in sizes:
             x = (0.1 * rng.standard_normal((b, cfg.window_samples))).astype(np.float32)
-            wall[b], cpu[b] = _time_batch(model, x, seconds / len(sizes))
+            wall[b], cpu[b] = _time_batch(_window_work(model, x, hop), seconds / len(sizes))
         out = model.run_batch(x[:1])
         floats = sum(int(v.shape[-1]) for v in out.values())
         frames = model.num_frames(cfg.window_samples)
         ran = _rss_mb()
         provider_used = model.session.providers[0]
+        cache_floats = FrontEndConfig().cache_frames * model.conv_dim if model.has_split else 0
         with Wav2Vec2Model.from_dir(model_dir, provider, threads):
             session_mb = max(0.0, _rss_mb() - ran)
     first_mb = max(0.0, loaded - before)
     return Calibration(cfg.window_samples, frames, floats, wall, cpu, before, max(0.0, first_mb - session_mb),
-                       min(session_mb, first_mb), max(0.0, ran - loaded), provider_used)
+                       min(session_mb, first_mb), max(0.0, ran - loaded), provider_used, cache_floats)
 
 
 def register(sub: Any) -> None:
@@ -219,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
         ("provider / cores", f"{cal.provider} / {cores} usable (workers {cfg.workers} x {args.threads} thread(s), "
                              f"profile {args.profile})"),
         ("window", f"{cfg.window_samples / 16000:g} s ({cfg.window_samples} samples, {cal.frames_per_window} frames)"),
-        ("calibration, per run_batch", ", ".join(f"batch {b}: {cal.wall_s[b] * 1000:.1f} ms wall, "
+        ("calibration, per batch" + (" (new audio's conv front end + encoder)" if cal.cache_floats_per_stream else
+                                     " (whole model)"), ", ".join(f"batch {b}: {cal.wall_s[b] * 1000:.1f} ms wall, "
                                                 f"{cal.cpu_s[b] * 1000:.1f} ms CPU" for b in sorted(cal.wall_s))),
         ("windows per second", f"{plan.windows_per_s:.1f} (batches of {plan.batch})"),
         ("CPU use", f"{plan.cpu_cores:.2f} cores ({100 * plan.cpu_cores / cores:.0f} % of {cores})"),

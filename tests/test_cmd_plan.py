@@ -74,6 +74,7 @@ def test_edge_profile_sets_small_windows_one_worker(tiny_w2v_dir: Path, capsys: 
     assert rc in (0, 1)
     assert "workers 1 x 1 thread(s), profile edge" in out
     assert "1.24 s (19840 samples, 61 frames)" in out and "batches of 1" in out
+    assert "(new audio's conv front end + encoder)" in out  # the fixture is a split export: timed as the stage runs it
     # an option given explicitly wins over the profile
     main(["plan", "--model", str(tiny_w2v_dir), "--streams", "1", "--profile", "edge", "--window", "0.25", "--calibrate-s", "0.3"])
     assert "0.98 s (15680 samples" in capsys.readouterr().out
