@@ -68,6 +68,7 @@ class Wav2Vec2Model:
         )
         self._session: Session | None = None
         self._split: tuple[Session, Session] | None = None
+        self._unloaded = False
         self._lock = threading.Lock()
         self._vocab: list[str] | None = None
         self.load()
@@ -103,18 +104,28 @@ class Wav2Vec2Model:
 
     # -- lifecycle -------------------------------------------------------------------------
     def load(self) -> None:
-        """Create the ONNX Runtime session (done by the constructor; idempotent)."""
+        """Create the ONNX Runtime sessions (done by the constructor; idempotent).
+
+        Split exports (``frontend.onnx`` + ``encoder.onnx``) load those two, which is all the
+        live pipeline runs; their ``model.onnx`` loads on the first :meth:`run_batch` (offline
+        features), so a streaming process does not hold the weights twice. Older exports load
+        ``model.onnx``.
+        """
         with self._lock:
-            if self._session is not None:
+            self._unloaded = False
+            if self._session is not None or self._split is not None:
                 return
-            path = self.directory / self.manifest.files["model"]
-            self._session = Session.from_path(path, self.config)
             if self.manifest.random_init:
                 logger.info("%s uses RANDOM weights (not trained)", self.directory)
+        if self.has_split:
+            self._split_sessions()
+        else:
+            self._whole_session()
 
     def unload(self) -> None:
         """Release the sessions; :meth:`load` brings them back."""
         with self._lock:
+            self._unloaded = True
             if self._session is not None:
                 self._session.close()
                 self._session = None
@@ -127,18 +138,34 @@ class Wav2Vec2Model:
 
     @property
     def loaded(self) -> bool:
-        """Whether a session is loaded."""
-        return self._session is not None
+        """Whether the model is loaded (not :meth:`unload`-ed)."""
+        return not self._unloaded and (self._session is not None or self._split is not None)
 
     @property
     def session(self) -> Session:
-        """The loaded session; raises :class:`SessionError` after :meth:`unload`."""
-        session = self._session
-        if session is None:
-            raise SessionError(
-                f"model {str(self.directory)!r} is unloaded", hint="call load() before running it"
-            )
+        """The main loaded session (``model.onnx``'s, or the encoder's for a split export that
+        has not run :meth:`run_batch`): its providers and fallback are the model's.
+
+        Raises:
+            SessionError: After :meth:`unload`.
+        """
+        self._check_loaded()
+        session = self._session or (self._split[1] if self._split is not None else None)
+        if session is None:  # pragma: no cover - load() always creates one
+            session = self._whole_session()
         return session
+
+    def _check_loaded(self) -> None:
+        if self._unloaded:
+            raise SessionError(f"model {str(self.directory)!r} is unloaded", hint="call load() before running it")
+
+    def _whole_session(self) -> Session:
+        """``model.onnx``'s session, created on first use."""
+        self._check_loaded()
+        with self._lock:
+            if self._session is None:
+                self._session = Session.from_path(self.directory / self.manifest.files["model"], self.config)
+            return self._session
 
     def __enter__(self) -> Wav2Vec2Model:
         return self
@@ -152,7 +179,7 @@ class Wav2Vec2Model:
         self.unload()
 
     def __del__(self) -> None:
-        if getattr(self, "_session", None) is not None:
+        if getattr(self, "_session", None) is not None or getattr(self, "_split", None) is not None:
             warnings.warn(
                 f"Wav2Vec2Model {str(self.directory)!r} was not closed",
                 ResourceWarning,
@@ -187,7 +214,7 @@ class Wav2Vec2Model:
         unknown = sorted(set(names) - set(self.output_names))
         if unknown:
             raise InputError(f"outputs {unknown} not in this model; it has {list(self.output_names)}")
-        return self.session.run({"input_values": x}, names)
+        return self._whole_session().run({"input_values": x}, names)
 
     def features(
         self,
@@ -362,16 +389,18 @@ class Wav2Vec2Model:
                 f"{str(self.directory)!r} has no frontend.onnx/encoder.onnx (exported before the split)",
                 hint="re-export the model with this ostinato (ostinato export wav2vec2 ...) or use run_batch",
             )
-        self.session  # noqa: B018 - raises SessionError after unload()
+        self._check_loaded()
         with self._lock:
             if self._split is None:
-                sessions = [
-                    Session.from_path(
-                        self.directory / self.manifest.files[role],
-                        dataclasses.replace(self.config, name=f"{self.config.name}-{role}"),
-                    )
-                    for role in ("frontend", "encoder")
-                ]
+                sessions: list[Session] = []
+                try:
+                    for role in ("frontend", "encoder"):
+                        config = dataclasses.replace(self.config, name=f"{self.config.name}-{role}")
+                        sessions.append(Session.from_path(self.directory / self.manifest.files[role], config))
+                except BaseException:
+                    for session in sessions:  # the front end loaded, the encoder did not
+                        session.close()
+                    raise
                 self._split = (sessions[0], sessions[1])
             split = self._split
         return split

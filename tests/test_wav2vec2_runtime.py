@@ -170,10 +170,16 @@ def test_registry_and_damaged_models(tiny_w2v_dir: Path, tmp_path: Path) -> None
         assert isinstance(m, Wav2Vec2Model)
     broken = tmp_path / "broken"
     shutil.copytree(tiny_w2v_dir, broken)
-    data = (broken / "model.onnx").read_bytes()
-    (broken / "model.onnx").write_bytes(data[: len(data) // 3])
+    for name in ("encoder.onnx", "model.onnx"):  # the split loads at once, model.onnx on first run_batch
+        data = (tiny_w2v_dir / name).read_bytes()
+        (broken / name).write_bytes(data[: len(data) // 3])
     with pytest.raises(ModelLoadError, match="cannot load"):
         Wav2Vec2Model.from_dir(broken, provider="cpu")
+    shutil.copy(tiny_w2v_dir / "encoder.onnx", broken / "encoder.onnx")
+    with Wav2Vec2Model.from_dir(broken, provider="cpu") as m:
+        assert m.encode(m.frontend(np.zeros((1, 4000), np.float32))).keys() == set(m.output_names)
+        with pytest.raises(ModelLoadError, match="cannot load"):
+            m.run_batch(np.zeros((1, 4000), np.float32))
     manifest = json.loads((broken / "ostinato.json").read_text())
     manifest["kind"] = "whisper"
     (broken / "ostinato.json").write_text(json.dumps(manifest))
