@@ -195,7 +195,7 @@ def calibrate(model_dir: Path, cfg: PlanConfig, provider: str, threads: int, sec
         for b in sizes:
             x = (0.1 * rng.standard_normal((b, cfg.window_samples))).astype(np.float32)
             wall[b], cpu[b] = _time_batch(_window_work(model, x, hop), seconds / len(sizes))
-        out = model.run_batch(x[:1])
+        out = model.encode(model.frontend(x[:1])) if model.has_split else model.run_batch(x[:1])
         floats = sum(int(v.shape[-1]) for v in out.values())
         frames = model.num_frames(cfg.window_samples)
         ran = _rss_mb()
