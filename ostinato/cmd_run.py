@@ -68,6 +68,9 @@ def register(sub: Any) -> None:
                    help="drop windows older than this (default 5 for live sources, off for files)")
     g.add_argument("--max-queue", type=int, default=None, help="windows queued before backpressure (default 10)")
     g.add_argument("--output", default=None, help="model output to emit (default: the last layer)")
+    g.add_argument("--no-frontend-cache", action="store_true",
+                   help="run whole windows with per-window normalisation instead of each stream's cached conv "
+                        "front end with running statistics (split exports; docs/streaming.md)")
     g.add_argument("--shutdown-timeout-s", type=float, default=10.0, help="drain limit on stop (default 10)")
     g = p.add_argument_group("reporting")
     g.add_argument("--summary-json", type=Path, default=None, help="write the run summary as JSON here")
@@ -172,7 +175,8 @@ async def _run(args: argparse.Namespace) -> int:
     metrics = StreamMetrics()
     stage = InferenceStage.from_dir(
         args.model, workers=args.workers, provider=args.provider, intra_op_threads=args.threads,
-        config=InferenceConfig(batch_size=args.batch_size, max_wait_ms=args.max_wait_ms, max_lag_s=max_lag_s, output=args.output),
+        config=InferenceConfig(batch_size=args.batch_size, max_wait_ms=args.max_wait_ms, max_lag_s=max_lag_s,
+                               output=args.output, **({"frontend": None} if args.no_frontend_cache else {})),
         metrics=metrics,
     )
     try:
@@ -188,7 +192,7 @@ async def _run(args: argparse.Namespace) -> int:
     except BaseException:
         await stage.close()
         raise
-    _print_header(args, model, config, sources)
+    _print_header(args, model, config, sources, stage)
     pipeline = Pipeline(sources, stage, consumers, config, metrics=metrics)
     reporter = asyncio.ensure_future(_report(pipeline, consumers, args))
     try:
@@ -199,7 +203,7 @@ async def _run(args: argparse.Namespace) -> int:
     return _print_summary(summary, args, [line for c in consumers if hasattr(c, "summary_lines") for line in c.summary_lines()])
 
 
-def _print_header(args: argparse.Namespace, model: Any, config: Any, sources: list[Any]) -> None:
+def _print_header(args: argparse.Namespace, model: Any, config: Any, sources: list[Any], stage: Any) -> None:
     manifest = model.manifest
     session = model.session
     w = config.windower
@@ -211,6 +215,8 @@ def _print_header(args: argparse.Namespace, model: Any, config: Any, sources: li
     print(f"windows  hop {w.hop_samples} + left {w.left_context_samples} + right {w.right_context_samples} + "
           f"{w.receptive_field_samples - w.frame_stride_samples} = {w.window_samples} samples "
           f"(added latency {w.added_latency_s * 1000:.0f} ms)", file=err)
+    path = "conv front end cached per stream, running statistics" if stage.frontend_cache else "whole windows"
+    print(f"compute  {path}", file=err)
     print(f"streams  {', '.join(s.stream_id for s in sources)}", file=err)
 
 

@@ -148,3 +148,16 @@ def test_edge_profile_model_settings_are_a_valid_served_model(tiny_w2v_dir: Path
     assert (w.hop_samples, w.left_context_samples, w.right_context_samples) == (8000, 8000, 0)
     assert config.intra_op_threads == 1 and config.streaming.batch_size == 1 and config.streaming.max_queue == 4
     assert _model_settings(PROFILES["default"]) == {}  # the default profile keeps the server's own defaults
+
+
+def test_frontend_cache_is_the_default_for_split_exports_and_can_be_turned_off(
+        tiny_w2v_dir: Path, wav: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cached, whole = tmp_path / "cached.npy", tmp_path / "whole.npy"
+    assert main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
+                 "--out", str(cached)]) == 0
+    assert "compute  conv front end cached per stream, running statistics" in capsys.readouterr().err
+    assert main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
+                 "--no-frontend-cache", "--out", str(whole)]) == 0
+    assert "compute  whole windows" in capsys.readouterr().err
+    a, b = np.load(cached), np.load(whole)
+    assert a.shape == b.shape and not np.allclose(a, b, atol=1e-4)  # running vs per-window statistics
