@@ -36,7 +36,11 @@ from ostinato.stream.events import MatchEvent  # noqa: E402
 from ostinato.stream.matcher import FeatureBlock, MatcherConfig, PatternMatcher  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "ostinato" / "matcher_eval"
-TEST_SEED, CAL_SEED = 100, 5000
+# Seeds: reported runs use --seed-base (default TEST_SEED); the log-mel defaults of
+# 2026-11-25 were tuned on streams 7001-7006 and controls 7101-7102 (TUNING_SEEDS), which a
+# report must not reuse; baseline thresholds are calibrated on CAL_SEED.
+TEST_SEED, CAL_SEED = 20000, 5000
+TUNING_SEEDS = (*range(7001, 7007), 7101, 7102)
 
 
 def emit(record: dict[str, Any], out: Path | None) -> None:
@@ -61,11 +65,9 @@ def run_matcher(frames: np.ndarray, energy: np.ndarray, config: MatcherConfig, n
 
 def unit_frames(frames: np.ndarray, energy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The matcher's normalised frames and activity, for the baselines."""
-    from ostinato.stream.frame_norm import FrameNormalizer
-
     c = MatcherConfig.for_features("logmel")
     gate = c.activity_gate()
-    norm = FrameNormalizer(frames.shape[1], c.frame_dim, c.center_frames, c.frames(c.mean_time_constant_s), c.cepstral_coefficients, True)
+    norm = c.frame_normalizer(frames.shape[1])
     units, acts = [], []
     for i in range(0, len(frames), 10):
         a = gate.update(energy[i : i + 10])
@@ -146,16 +148,18 @@ def evaluate(args: argparse.Namespace) -> dict[tuple[str, str], Score]:
     results: dict[tuple[str, str], Score] = {}
     conditions = [*args.conditions, "control"]
     for cond in conditions:
-        for k in range(args.seeds):
-            seed = TEST_SEED + 10 * conditions.index(cond) + k
+        for k in range(args.control_seeds if cond == "control" else args.seeds):
+            seed = args.seed_base + 10 * conditions.index(cond) + k
+            if seed in TUNING_SEEDS:
+                raise SystemExit(f"seed {seed} was used to tune the defaults; pick another --seed-base")
             if cond == "control":
                 stream = make_control_stream(seed, args.control_s, CACHE)
             else:
                 stream = make_stream(seed, CONDITIONS[cond], args.duration_s, CACHE)
             frames = feats.compute(stream)
             for kind, (x, e) in frames.items():
-                method = f"ostinato-{kind}" + ("-random-weights" if kind == "wav2vec2" else "")
-                config = MatcherConfig.for_features(kind, buffer_s=args.buffer_s)
+                method = f"ostinato-{kind}" + ("-random-weights" if kind == "wav2vec2" else "") + args.label
+                config = MatcherConfig.for_features(kind, buffer_s=args.buffer_s, **args.overrides)
                 dets, cpu = run_matcher(x, e, config, stream.name)
                 _record(results, args, cond, method, stream, dets, cpu)
             if thresholds:
@@ -311,6 +315,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short streams, 1 seed, small cost/library runs")
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--control-seeds", type=int, default=None, help="control streams (default: --seeds)")
+    ap.add_argument("--seed-base", type=int, default=TEST_SEED, help="first seed of the reported streams (not a tuning seed)")
     ap.add_argument("--duration-s", type=float, default=240.0)
     ap.add_argument("--control-s", type=float, default=900.0, help="length of each control stream")
     ap.add_argument("--buffer-s", type=float, default=600.0)
@@ -321,6 +327,8 @@ def main() -> None:
     ap.add_argument("--cost-measure-s", type=float, default=120.0)
     ap.add_argument("--selfsim-cost-max-s", type=float, default=600.0)
     ap.add_argument("--library-patterns", type=int, default=100_000)
+    ap.add_argument("--overrides", type=json.loads, default={}, help='MatcherConfig overrides as JSON, e.g. \'{"detection_z": 6.3}\'')
+    ap.add_argument("--label", default="", help="suffix of the matcher's method name (with --overrides)")
     ap.add_argument("--skip", default="", help="comma list of: eval,cost,library")
     ap.add_argument("--out", type=Path, default=None, help="append JSON lines here")
     ap.add_argument("--plots", type=Path, default=Path(__file__).parent / "plots")
@@ -331,6 +339,8 @@ def main() -> None:
     if args.quick:
         args.seeds, args.duration_s, args.control_s = 1, 120.0, 300.0
         args.cost_buffers, args.cost_measure_s, args.library_patterns = [60.0, 600.0], 30.0, 20_000
+    if args.control_seeds is None:
+        args.control_seeds = args.seeds
     skip = set(args.skip.split(","))
     emit({"run": "matcher_eval", "argv": sys.argv[1:], "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"), "note": "shared 2-core machine"}, args.out)
     results = evaluate(args) if "eval" not in skip else {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ostinato.stream.frame_norm import FrameNormalizer
 from ostinato.stream.matcher_config import MatcherConfig
 
 __all__ = ["clip_embedding", "clip_frame_dim", "embedding_dim", "pattern_feature_name", "pool_frames"]
@@ -66,16 +65,10 @@ def clip_embedding(
     active = c.activity_gate().update(energy_db) if energy_db is not None else np.ones(x.shape[0], bool)
     if not active.any():
         raise ValueError("the clip has no frame above the silence gate; nothing to embed")
-    norm = FrameNormalizer(
-        x.shape[1], c.frame_dim, c.center_frames, c.frames(c.mean_time_constant_s),
-        c.cepstral_coefficients, c.variance_normalize,
-    )
-    unit = norm.normalize(x, active)  # one block: the clip's own statistics
+    unit = c.frame_normalizer(x.shape[1]).normalize(x, active)  # one block: the clip's own statistics
     return pool_frames(unit[active])
 
 
 def clip_frame_dim(input_dim: int, config: MatcherConfig) -> int:
     """Dimension of the matcher's normalised frames for raw frames of ``input_dim``."""
-    return FrameNormalizer(
-        input_dim, config.frame_dim, config.center_frames, 1.0, config.cepstral_coefficients, config.variance_normalize
-    ).dim
+    return config.frame_normalizer(input_dim).dim

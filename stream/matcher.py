@@ -97,7 +97,7 @@ class PatternMatcher:
             tempo_tolerance=c.tempo_tolerance,
             smooth_frames=c.frames(c.smooth_s),
             hit_fraction=c.hit_fraction,
-            background_offsets=tuple(o * s for o in (c.frames(0.3), c.frames(0.5), c.frames(0.8)) for s in (-1, 1)),
+            background_offsets=tuple(c.frames(o) * s for o in c.background_offsets_s for s in (-1, 1)),
         )
         if input_dim is not None:
             self._allocate(input_dim)
@@ -106,10 +106,7 @@ class PatternMatcher:
     def _allocate(self, input_dim: int) -> None:
         c = self.config
         self._input_dim = input_dim
-        self._norm = FrameNormalizer(
-            input_dim, c.frame_dim, c.center_frames, c.frames(c.mean_time_constant_s),
-            c.cepstral_coefficients, c.variance_normalize,
-        )
+        self._norm = c.frame_normalizer(input_dim)
         self._ring = FrameRing(c.frames(c.buffer_s), self._norm.dim)
         hop = c.frames(c.segment_hop_s)
         self._index = SegmentIndex(-(-self._ring.capacity // hop), self._norm.dim * c.segment_parts)

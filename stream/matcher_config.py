@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import numpy.typing as npt
 
-from ostinato.stream.frame_norm import ActivityGate
+from ostinato.stream.frame_norm import ActivityGate, BandFloor, FrameNormalizer
 
 __all__ = ["FeatureBlock", "MatcherConfig", "MatcherStats"]
 
@@ -26,6 +26,13 @@ class MatcherConfig:
             1 … n-1 (0: off). Use 40 for 64-band log-mel (:meth:`for_features`).
         variance_normalize: Divide by a running per-dimension standard deviation.
         mean_time_constant_s: Time constant of the running mean removed from frames.
+        fast_mean_time_constant_s: Time constant of a fast running mean removed first
+            (a high-pass on each dimension's trajectory: removes noise that started a moment
+            ago and a voice's timbre; 0: off; 0.5 for log-mel, see :meth:`for_features`).
+        band_floor_window_s: Window of the per-band noise floor that raw log-power frames
+            are raised to (plus ``band_floor_margin_db``; 0: off; 1 s for log-mel). Only for
+            features in dB.
+        band_floor_margin_db: Height above the per-band minimum where flooring starts.
         energy_floor_db: Frames quieter than this (DC removed) are inactive.
         noise_margin_db: Frames must also exceed the tracked noise floor by this much.
         noise_window_s: Window of the noise-floor tracker.
@@ -46,6 +53,10 @@ class MatcherConfig:
             to the similarity of the segment that started the repeat (so a strong repeat
             ends where it stops being strong).
         smooth_s: Averaging length of the per-frame hit decision.
+        background_offsets_s: Lag offsets of the parallel diagonals whose similarity is the
+            local background of a repeat (each used with both signs). Near offsets
+            (0.1–0.4 s) make the test sharp: a true repeat matches at one lag only, while a
+            similar voice or the same intonation matches almost as well 0.1 s off.
         detection_z: Evidence at which the score is 0.5.
         score_scale_z: Evidence difference that moves the score from 0.5 to 0.73.
         match_threshold: Minimum score of a reported match (0.5: evidence >= detection_z).
@@ -79,6 +90,10 @@ class MatcherConfig:
     cepstral_coefficients: int = 0
     variance_normalize: bool = True
     mean_time_constant_s: float = 10.0
+    fast_mean_time_constant_s: float = 0.0
+    band_floor_window_s: float = 0.0
+    band_floor_margin_db: float = 6.0
+    fast_weight: float = 0.5
     energy_floor_db: float = -60.0
     noise_margin_db: float = 3.0
     noise_window_s: float = 10.0
@@ -92,12 +107,13 @@ class MatcherConfig:
     candidate_threshold: float = 0.2
     start_z: float = 3.0
     hit_z: float = 1.0
-    hit_fraction: float = 0.3
+    hit_fraction: float = 0.38
     smooth_s: float = 0.16
-    detection_z: float = 6.3
+    background_offsets_s: tuple[float, ...] = (0.1, 0.16, 0.24, 0.4)
+    detection_z: float = 7.5
     score_scale_z: float = 1.5
     match_threshold: float = 0.5
-    min_pattern_s: float = 1.5
+    min_pattern_s: float = 1.2
     max_pattern_s: float = 60.0
     min_lag_s: float = 1.0
     tempo_tolerance: float = 0.05
@@ -144,6 +160,11 @@ class MatcherConfig:
             raise ValueError(f"frame_dim={self.frame_dim}; expected >= 8")
         if not 0.0 <= self.tempo_tolerance <= 0.2:
             raise ValueError(f"tempo_tolerance={self.tempo_tolerance}; expected 0 .. 0.2")
+        for name in ("fast_mean_time_constant_s", "band_floor_window_s", "band_floor_margin_db"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)!r}; expected >= 0 (0: off)")
+        if not self.background_offsets_s or not all(0 < o <= 5.0 for o in self.background_offsets_s):
+            raise ValueError(f"background_offsets_s={self.background_offsets_s!r}; expected 1+ offsets in (0, 5] s")
         if self.cepstral_coefficients < 0 or self.score_scale_z <= 0 or self.smooth_s <= 0:
             raise ValueError("cepstral_coefficients must be >= 0, score_scale_z and smooth_s > 0")
         for name in ("match_threshold", "candidate_threshold", "min_active_fraction", "hit_fraction"):
@@ -163,12 +184,16 @@ class MatcherConfig:
 
     @classmethod
     def for_features(cls, kind: str, **overrides: object) -> MatcherConfig:
-        """Defaults for a feature kind: ``logmel`` (cepstral transform on) or ``wav2vec2``.
+        """Defaults for a feature kind: ``logmel`` (cepstral transform, fast mean removal and
+        per-band noise flooring on; chosen on tuning seeds, ``docs/matcher.md``) or ``wav2vec2``.
 
         Raises:
             ValueError: Unknown kind.
         """
-        kinds = {"logmel": {"cepstral_coefficients": 40}, "wav2vec2": {}}
+        kinds: dict[str, dict[str, object]] = {
+            "logmel": {"cepstral_coefficients": 40, "fast_mean_time_constant_s": 0.5, "band_floor_window_s": 1.0},
+            "wav2vec2": {},
+        }
         base = kind.split(":", 1)[0]
         if base not in kinds:
             raise ValueError(f"feature kind {kind!r}; expected one of {sorted(kinds)}")
@@ -185,6 +210,21 @@ class MatcherConfig:
             self.energy_floor_db, self.noise_margin_db, self.frames(0.5), max(1, round(self.noise_window_s / 0.5)),
             self.min_energy_range_db, self.frames(self.energy_range_s),
         )
+
+    def frame_normalizer(self, input_dim: int) -> FrameNormalizer:
+        """A fresh frame normaliser with these settings for raw frames of ``input_dim``."""
+        fast = self.fast_mean_time_constant_s * self.frame_rate_hz
+        return FrameNormalizer(
+            input_dim, self.frame_dim, self.center_frames, self.frames(self.mean_time_constant_s),
+            self.cepstral_coefficients, self.variance_normalize, fast,
+            self._band_floor(input_dim), self.fast_weight,
+        )
+
+    def _band_floor(self, input_dim: int) -> BandFloor | None:
+        if self.band_floor_window_s <= 0:
+            return None
+        buckets = max(1, round(self.band_floor_window_s / 0.2))
+        return BandFloor(input_dim, self.frames(0.2), buckets, self.band_floor_margin_db)
 
     def frames(self, seconds: float) -> int:
         """Whole number of frames in ``seconds`` (at least 1)."""
