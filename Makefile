@@ -30,6 +30,7 @@ demo: setup
 	$(PY) -m ostinato run --source file:$(DEMO_WAV) --realtime --model $(DEMO_MODEL) --out $(CACHE)/demo-live.npy
 
 test: setup
+	bash scripts/typecheck.sh
 	$(PY) -m pytest -q
 	$(MAKE) test-ts
 

@@ -151,7 +151,8 @@ def frame_energy_db(
         return np.zeros(0, dtype=np.float32)
     power = frames.astype(np.float64).var(axis=1)
     floor = 10.0 ** (floor_db / 10.0)
-    return (10.0 * np.log10(np.maximum(power, floor))).astype(np.float32)
+    db: npt.NDArray[np.float32] = (10.0 * np.log10(np.maximum(power, floor))).astype(np.float32)
+    return db
 
 
 class LogMel:

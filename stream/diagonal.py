@@ -54,7 +54,8 @@ class TrackParams:
 
 
 def _dots(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    return np.einsum("ij,ij->i", a, b)
+    dots: npt.NDArray[np.float32] = np.einsum("ij,ij->i", a, b)
+    return dots
 
 
 def background_similarity(

@@ -50,16 +50,18 @@ _FAST_WARMUP_FRAMES = 150  # 3 s at 50 frames/s
 
 def _projection(input_dim: int, frame_dim: int) -> npt.NDArray[np.float32]:
     rng = np.random.default_rng(PROJECTION_SEED + input_dim)
-    matrix = rng.standard_normal((input_dim, frame_dim)) / np.sqrt(frame_dim)
-    return matrix.astype(np.float32)
+    matrix: npt.NDArray[np.float32] = (rng.standard_normal((input_dim, frame_dim)) / np.sqrt(frame_dim)).astype(np.float32)
+    return matrix
 
 
 def _dct_basis(input_dim: int, coefficients: int) -> npt.NDArray[np.float32]:
     """Columns 1 … coefficients-1 of the orthonormal DCT-II matrix (``[input_dim, k]``)."""
     n = np.arange(input_dim)
     k = np.arange(1, min(coefficients, input_dim))
-    basis = np.cos(np.pi * (n[:, None] + 0.5) * k[None, :] / input_dim) * np.sqrt(2.0 / input_dim)
-    return basis.astype(np.float32)
+    basis: npt.NDArray[np.float32] = (
+        np.cos(np.pi * (n[:, None] + 0.5) * k[None, :] / input_dim) * np.sqrt(2.0 / input_dim)
+    ).astype(np.float32)
+    return basis
 
 
 class FrameNormalizer:
