@@ -21,12 +21,12 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from ostinato.runtime._closing import Closing
 from ostinato.runtime.errors import InputError, ManifestError, ModelNotFoundError, SessionError
 from ostinato.runtime.features import Features, frame_starts, num_frames
 from ostinato.runtime.manifest import Manifest
@@ -45,7 +45,7 @@ DEFAULT_CONTEXT_S = 2.0
 _NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor's variance floor
 
 
-class Wav2Vec2Model:
+class Wav2Vec2Model(Closing):
     """An exported Wav2Vec2 encoder (features or CTC). Stateless and shareable across streams.
 
     Build with :meth:`from_dir`. ``run_batch`` and ``features`` are thread-safe.
@@ -167,16 +167,6 @@ class Wav2Vec2Model:
                 self._session = Session.from_path(self.directory / self.manifest.files["model"], self.config)
             return self._session
 
-    def __enter__(self) -> Wav2Vec2Model:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.unload()
 
     def __del__(self) -> None:
         if getattr(self, "_session", None) is not None or getattr(self, "_split", None) is not None:

@@ -11,8 +11,9 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
+
+from ostinato.runtime._closing import Closing
 
 __all__ = ["DescribeEvent", "Event", "EventLog", "MatchEvent", "NoveltyEvent", "event_from_json", "event_to_json"]
 
@@ -181,7 +182,7 @@ def event_from_json(line: str) -> Event:
     return cls(**{n: record[n] for n in names})
 
 
-class EventLog:
+class EventLog(Closing):
     """Appends events to a JSON-lines file, one flushed line per event.
 
     Args:
@@ -210,13 +211,3 @@ class EventLog:
             self._file.close()
             self._file = None
 
-    def __enter__(self) -> EventLog:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
