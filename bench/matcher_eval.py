@@ -226,10 +226,11 @@ def library_latency(args: argparse.Namespace) -> dict[str, Any]:
     """Query by example at ``--library-patterns`` patterns in a real library file."""
     import tempfile
 
-    from ostinato.stream.embedding import embedding_dim
+    from ostinato.stream.embedding import clip_frame_dim, embedding_dim, pattern_feature_name
     from ostinato.stream.library import LibraryConfig, PatternLibrary
 
-    dim = embedding_dim(39)
+    frame_dim = clip_frame_dim(LogMel().dim, MatcherConfig.for_features("logmel"))
+    dim, feature = embedding_dim(frame_dim), pattern_feature_name("logmel", frame_dim)
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((2000, dim)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
@@ -238,7 +239,7 @@ def library_latency(args: argparse.Namespace) -> dict[str, Any]:
         with PatternLibrary(path, LibraryConfig(batch_size=5000, batch_interval_s=60)) as lib:
             for i in range(args.library_patterns):
                 v = centres[i % 2000] + 0.5 * rng.standard_normal(dim).astype(np.float32)
-                lib.add_pattern(v, "logmel/d39", 2.0)
+                lib.add_pattern(v, feature, 2.0)
         insert_s = time.perf_counter() - t0
         with PatternLibrary(path, readonly=True) as lib:
             t0 = time.perf_counter()
