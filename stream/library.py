@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ostinato.stream.library_schema import SCHEMA_VERSION, LibraryError, migrate
-from ostinato.stream.vector_index import EXACT_LIMIT, FlatIndex, HnswIndex, build_index
+from ostinato.stream.vector_index import EXACT_LIMIT, FlatIndex, HnswIndex, build_index, load_persisted, save_persisted
 
 __all__ = ["LibraryConfig", "LibraryError", "Occurrence", "Pattern", "PatternLibrary", "RELATIONSHIP_KINDS"]
 
@@ -50,6 +50,8 @@ class LibraryConfig:
         cache_size: Patterns kept in the LRU cache.
         similarity_cache_size: Memoised pattern-pair similarities.
         exact_limit: Library size up to which the vector index is an exact scan.
+        persist_index: Keep the HNSW index in ``<db>.usearch`` so a new process loads it
+            instead of rebuilding it from SQLite (checked against the database first).
     """
 
     batch_size: int = 64
@@ -60,6 +62,7 @@ class LibraryConfig:
     cache_size: int = 1024
     similarity_cache_size: int = 65536
     exact_limit: int = EXACT_LIMIT
+    persist_index: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.batch_interval_s < 0:
@@ -170,6 +173,7 @@ class PatternLibrary:
         self._sim_cache = _Lru(self.config.similarity_cache_size)
         self._index: FlatIndex | HnswIndex | None = None
         self._index_generation = -1
+        self.index_loaded = False  # whether the current index came from the persisted file
         self._db = self._connect()
         self._closed = False
 
@@ -543,15 +547,30 @@ class PatternLibrary:
         generation = self._generation()
         if self._index is not None and generation == self._index_generation:
             return self._index
-        rows = self._db.execute("SELECT key, embedding FROM patterns ORDER BY key").fetchall()
         space = self.feature_space()
         dim = int(space["dim"]) if space else 1
-        keys = np.array([r[0] for r in rows], dtype=np.int64)
-        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim) if rows else np.zeros((0, dim), np.float32)
-        self._index = build_index(dim, keys, vectors, self.config.exact_limit)
+        count, max_key, key_sum = self._db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(key), 0), COALESCE(SUM(key), 0) FROM patterns"
+        ).fetchone()
+        stamp = {"count": int(count), "max_key": int(max_key), "key_sum": int(key_sum), "generation": generation, "dim": dim}
+        persisted = self.index_path if self.config.persist_index and count > self.config.exact_limit else None
+        self._index = load_persisted(persisted, dim, stamp) if persisted is not None and persisted.exists() else None
+        self.index_loaded = self._index is not None
+        if self._index is None:
+            rows = self._db.execute("SELECT key, embedding FROM patterns ORDER BY key").fetchall()
+            keys = np.array([r[0] for r in rows], dtype=np.int64)
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim) if rows else np.zeros((0, dim), np.float32)
+            self._index = build_index(dim, keys, vectors, self.config.exact_limit)
+            if persisted is not None and isinstance(self._index, HnswIndex):
+                save_persisted(self._index, persisted, stamp)
         self._index_generation = generation
         self._sim_cache.clear()
         return self._index
+
+    @property
+    def index_path(self) -> Path:
+        """Where the HNSW index is persisted (``<db>.usearch``, stamp in ``<db>.usearch.json``)."""
+        return self.path.with_name(self.path.name + ".usearch")
 
     def query_vector(self, embedding: npt.NDArray[np.floating], k: int = 10) -> builtins.list[tuple[Pattern, float]]:
         """The ``k`` patterns most similar to ``embedding`` with their cosine similarity."""

@@ -124,6 +124,38 @@ def test_hnsw_index_is_used_above_the_exact_limit(tmp_path: Path) -> None:
         assert lib.query_vector(-vectors[5], 1)[0][0].id == new
 
 
+def test_hnsw_index_is_persisted_beside_the_db_and_rebuilt_when_stale(tmp_path: Path) -> None:
+    pytest.importorskip("usearch")
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((300, DIM)).astype(np.float32)
+    path, config = tmp_path / "l.db", LibraryConfig(exact_limit=100, batch_size=1000)
+    with PatternLibrary(path, config) as lib:
+        ids = [lib.add_pattern(v, "f/d8", 1.0) for v in vectors]
+    with PatternLibrary(path, config, readonly=True) as lib:  # first query builds and persists
+        assert lib.query_vector(vectors[7], 1)[0][0].id == ids[7]
+        assert lib.index_kind == "hnsw" and not lib.index_loaded
+        assert lib.index_path.is_file() and lib.index_path.with_name("l.db.usearch.json").is_file()
+    with PatternLibrary(path, config, readonly=True) as lib:  # a new process loads it
+        found = lib.query_vector(vectors[42], 3)
+        assert lib.index_loaded and found[0][0].id == ids[42] and found[0][1] == pytest.approx(1.0, abs=1e-4)
+    with PatternLibrary(path, config) as lib:  # the database moves on: the file is stale
+        new = lib.add_pattern(-vectors[3], "f/d8", 1.0)
+        lib.delete(ids[9])
+    with PatternLibrary(path, config, readonly=True) as lib:
+        assert lib.query_vector(-vectors[3], 1)[0][0].id == new
+        assert not lib.index_loaded
+        assert all(p.id != ids[9] for p, _ in lib.query_vector(vectors[9], 5))
+    with PatternLibrary(path, config, readonly=True) as lib:  # rebuilt and persisted again
+        lib.query_vector(vectors[0], 1)
+        assert lib.index_loaded
+    lib.index_path.write_bytes(b"not an index")  # a damaged file is rebuilt, nothing fails
+    with PatternLibrary(path, config, readonly=True) as lib:
+        assert lib.query_vector(vectors[11], 1)[0][0].id == ids[11] and not lib.index_loaded
+    with PatternLibrary(path, LibraryConfig(exact_limit=100, persist_index=False), readonly=True) as lib:
+        lib.query_vector(vectors[0], 1)
+        assert not lib.index_loaded
+
+
 def test_migration_from_v1_keeps_data_and_newer_files_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     db = sqlite3.connect(path, isolation_level=None)
