@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml scripts/setup-system.sh
 demo: setup
 	test -f $(DEMO_MODEL)/frontend.onnx || $(PY) -m ostinato export wav2vec2 --model random:base --precision int8 --layers 6,12 --out $(DEMO_MODEL)
 	$(PY) -m ostinato features $(DEMO_WAV) --model $(DEMO_MODEL) --out $(CACHE)/demo-features.npy
-	rm -f $(CACHE)/demo-events.jsonl
+	rm -rf $(CACHE)/demo-events.jsonl $(CACHE)/demo-library.db*  # a fresh library each demo (its index and clips too)
 	$(PY) -m ostinato run --source file:$(DEMO_WAV) --realtime --model $(DEMO_MODEL) \
 		--match --events $(CACHE)/demo-events.jsonl --library $(CACHE)/demo-library.db
 	@echo "events: $(CACHE)/demo-events.jsonl; library: $(PY) -m ostinato library list --library $(CACHE)/demo-library.db"

@@ -272,10 +272,13 @@ class PatternLibrary:
                 "INSERT INTO meta(key, value) VALUES ('feature_space', ?)", (json.dumps({"feature": feature, "dim": dim}),)
             )
         elif space["feature"] != feature or int(space["dim"]) != dim:
+            same_kind = str(space["feature"]).split("/")[0] == feature.split("/")[0]
             raise LibraryError(
                 f"pattern of feature {feature!r} (dim {dim}) does not fit this library "
                 f"({space['feature']!r}, dim {space['dim']})",
-                hint="use one library per feature kind (--features / --model must match)",
+                hint=("this library was filled by another version of that feature (ostinato's log-mel patterns "
+                      "went from 39 to 78 dims with the noise-robust frames); start a new library file"
+                      if same_kind else "use one library per feature kind (--features / --model must match)"),
             )
 
     # ------------------------------------------------------------------ writes

@@ -263,3 +263,15 @@ def test_writer_updates_its_index_in_place(tmp_path: Path) -> None:
         lib.delete(new)
         assert lib.query_vector(_vec(5), 1)[0][0].id != new
         assert lib._index is index  # no rebuild from SQLite after its own writes
+
+
+def test_feature_space_mismatch_names_the_fix(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    with PatternLibrary(tmp_path / "old.db") as lib:
+        lib.add_pattern(rng.standard_normal(39), "logmel/d39", 2.0)
+        with pytest.raises(LibraryError, match="does not fit") as same_kind:  # an older log-mel representation
+            lib.add_pattern(rng.standard_normal(78), "logmel/d78", 2.0)
+        with pytest.raises(LibraryError, match="does not fit") as other_kind:
+            lib.add_pattern(rng.standard_normal(768), "wav2vec2/hidden_state_12", 2.0)
+    assert "start a new library file" in same_kind.value.hint
+    assert "one library per feature kind" in other_kind.value.hint
