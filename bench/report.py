@@ -1,6 +1,6 @@
 """Gather a bench/run_all.py results folder into bench/REPORT.md and PNG plots.
 
-    python bench/report.py bench/results/<timestamp>/            # -> bench/REPORT.md, bench/plots/*.png
+    python bench/report.py bench/results/<timestamp>/            # -> bench/REPORT.md, bench/plots/report/*.png
     python bench/report.py RESULTS --report X.md --plots DIR
 
 The report is generated (do not edit it by hand; bench/RESULTS.md keeps the hand-written notes).
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", type=Path, nargs="?", default=None, help="results folder (default: the newest run in bench/results)")
     p.add_argument("--report", type=Path, default=BENCH / "REPORT.md")
-    p.add_argument("--plots", type=Path, default=BENCH / "plots")
+    p.add_argument("--plots", type=Path, default=BENCH / "plots" / "report")  # bench/plots/: full-run plots
     args = p.parse_args(argv)
     folder = args.results
     if folder is None:

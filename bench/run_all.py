@@ -60,7 +60,7 @@ SCRIPTS: tuple[Script, ...] = (
         "bench_stream",
         ("--model", "{model}", "--repeats", "1", "--overhead-streams", "2", "--overhead-seconds", "6",
          "--rt-seconds", "6", "--latency-streams", "1,2,4", "--skip", "capacity"),
-        ("--model", "{model}"), 120, 3600, needs_model=True,
+        ("--model", "{model}"), 180, 3600, needs_model=True,
     ),
     Script(
         "bench_service",
