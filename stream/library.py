@@ -18,15 +18,15 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from ostinato.runtime._closing import Closing
+from ostinato.stream.library_records import Lru, Occurrence, Pattern, blob, unit
 from ostinato.stream.library_schema import SCHEMA_VERSION, LibraryError, migrate
 from ostinato.stream.vector_index import EXACT_LIMIT, FlatIndex, HnswIndex, build_index, load_persisted, save_persisted
 
@@ -76,80 +76,7 @@ class LibraryConfig:
             raise ValueError("cache sizes must be >= 1 and co_occurrence_window_s >= 0")
 
 
-@dataclasses.dataclass(frozen=True, slots=True, eq=False)
-class Pattern:
-    """A stored pattern (read view)."""
-
-    id: str
-    key: int
-    name: str | None
-    feature: str
-    embedding: npt.NDArray[np.float32]
-    duration_s: float
-    created_at: float
-    updated_at: float
-    metadata: dict[str, Any]
-    tags: tuple[str, ...]
-    occurrence_count: int
-    first_seen: float | None
-    last_seen: float | None
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready fields (no embedding)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("embedding", "key")}
-        out["tags"] = list(self.tags)
-        return out
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Occurrence:
-    """One time a pattern was heard: stream time span plus wall-clock ``recorded_at``."""
-
-    pattern_id: str
-    stream: str
-    start_s: float
-    end_s: float
-    score: float
-    recorded_at: float
-
-
-class _Lru(OrderedDict[Any, Any]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-        self.hits = 0
-        self.misses = 0
-
-    def lookup(self, key: Any) -> Any:
-        if key in self:
-            self.move_to_end(key)
-            self.hits += 1
-            return self[key]
-        self.misses += 1
-        return None
-
-    def store(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-
-
-def _blob(vector: npt.NDArray[np.float32]) -> bytes:
-    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
-
-
-def _unit(vector: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
-    v = np.asarray(vector, dtype=np.float32).ravel()
-    if v.size == 0 or not np.isfinite(v).all():
-        raise LibraryError(f"embedding of shape {v.shape} is empty or holds NaN/Inf", hint="embed a non-silent clip")
-    norm = float(np.linalg.norm(v))
-    if norm < 1e-9:
-        raise LibraryError("embedding is all zeros", hint="embed a non-silent clip")
-    return v / norm
-
-
-class PatternLibrary:
+class PatternLibrary(Closing):
     """A pattern library file.
 
     Args:
@@ -169,8 +96,8 @@ class PatternLibrary:
         self._lock = threading.RLock()
         self._pending = 0
         self._batch_started = 0.0
-        self._cache = _Lru(self.config.cache_size)
-        self._sim_cache = _Lru(self.config.similarity_cache_size)
+        self._cache = Lru(self.config.cache_size)
+        self._sim_cache = Lru(self.config.similarity_cache_size)
         self._index: FlatIndex | HnswIndex | None = None
         self._index_generation = -1
         self.index_loaded = False  # whether the current index came from the persisted file
@@ -212,12 +139,6 @@ class PatternLibrary:
                 self.commit()
             self._db.close()
             self._closed = True
-
-    def __enter__(self) -> PatternLibrary:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ transactions
     def _write(self) -> sqlite3.Connection:
@@ -297,7 +218,7 @@ class PatternLibrary:
         Raises:
             LibraryError: Bad embedding, feature space mismatch or a duplicate id.
         """
-        vec = _unit(embedding)
+        vec = unit(embedding)
         now = time.time()
         with self._lock:
             self._check_space(feature, vec.size)
@@ -306,7 +227,7 @@ class PatternLibrary:
                 cur = self._write().execute(
                     "INSERT INTO patterns(id, name, feature, dim, embedding, duration_s, created_at, updated_at, metadata) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (pid, name, feature, vec.size, _blob(vec), float(duration_s), now, now, json.dumps(metadata or {})),
+                    (pid, name, feature, vec.size, blob(vec), float(duration_s), now, now, json.dumps(metadata or {})),
                 )
             except sqlite3.IntegrityError as e:
                 raise LibraryError(f"pattern id {pid!r} already exists") from e
@@ -379,7 +300,7 @@ class PatternLibrary:
         pattern at or above ``same_threshold``, else a new pattern (``variant-of`` the
         nearest one at or above ``variant_threshold``); then record ``occurrences``
         (``(start_s, end_s, score)`` in ``stream``). Returns the pattern id."""
-        vec = _unit(embedding)
+        vec = unit(embedding)
         with self._lock:
             if pattern_id is not None and self._find_key(pattern_id) is not None:
                 pid = pattern_id
@@ -577,7 +498,7 @@ class PatternLibrary:
 
     def query_vector(self, embedding: npt.NDArray[np.floating], k: int = 10) -> builtins.list[tuple[Pattern, float]]:
         """The ``k`` patterns most similar to ``embedding`` with their cosine similarity."""
-        vec = _unit(embedding)
+        vec = unit(embedding)
         with self._lock:
             space = self.feature_space()
             if space is None:
