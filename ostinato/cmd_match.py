@@ -139,21 +139,21 @@ async def _describe_patterns(args: argparse.Namespace, session: Any, stream: str
     (nothing is dropped: the whole file is here) from a clip cut out of the file around its
     first occurrence, with the describer ``run --describe-model`` uses. Returns the summary line."""
     from ostinato.stream.events import event_to_json
-    from ostinato.stream.pattern_describe import SAMPLE_RATE, ClipRequest, clip_span
+    from ostinato.stream.pattern_describe import SAMPLE_RATE, ClipRequest, clip_span, is_described, span_samples
 
     describer = _describer(args, session.config)
     try:
         for first in firsts:
-            if _has_description(session.library, first.pattern_id):
+            if session.library is not None and is_described(session.library, first.pattern_id):
                 describer.counts["already_described"] += 1
                 continue
-            span = clip_span(_samples(first.first_start_s, first.first_end_s), _samples(first.start_s, first.end_s),
+            span = clip_span(span_samples(first.first_start_s, first.first_end_s), span_samples(first.start_s, first.end_s),
                              (0, audio.size), describer.config.window_samples)
             if span is None:  # cannot happen: both occurrences lie in the file
                 continue
             start, stop, which = span
             request = ClipRequest(first.pattern_id, stream, audio[start:stop], start / SAMPLE_RATE, which)
-            _file_clip(describer, request)
+            describer.file_clip(request)
             future = describer.request(request, session.library)
             if future is not None:  # one job at a time: the queue is never full
                 event = await future
@@ -167,33 +167,6 @@ async def _describe_patterns(args: argparse.Namespace, session: Any, stream: str
     return (f"describe ({describer.config.model_name}{', RANDOM WEIGHTS' if describer.config.random_weights else ''}): "
             f"described {s['described']}, failed {s['failed']}, already described {s['already_described']}, "
             f"mean {s['worker']['mean_s']:.2f} s")
-
-
-def _samples(start_s: float, end_s: float) -> tuple[int, int]:
-    return round(start_s * 16000), round(end_s * 16000)
-
-
-def _has_description(library: Any, pattern_id: str) -> bool:
-    """A library pattern already described (a later run of the same library does not redo it)."""
-    from ostinato.stream.library import LibraryError
-
-    try:
-        record = library.get(pattern_id).metadata.get("description") if library is not None else None
-    except LibraryError:
-        return False
-    return isinstance(record, dict) and record.get("text") is not None
-
-
-def _file_clip(describer: Any, request: Any) -> None:
-    """Keep the clip beside the library (``POST /v1/patterns/{id}/describe`` describes it again)."""
-    if describer.clips is None:
-        return
-    info = {"stream": request.stream, "start_s": round(request.start_s, 4), "end_s": round(request.end_s, 4),
-            "occurrence": request.occurrence}
-    try:
-        describer.clips.put(request.pattern_id, request.audio, 16000, info)
-    except (OSError, RuntimeError, ValueError) as e:  # the description is still made and stored
-        print(f"clip of pattern {request.pattern_id} not stored: {e}", file=sys.stderr)
 
 
 def _match_model_features(args: argparse.Namespace, session: Any, stream: str, audio: Any) -> None:

@@ -40,7 +40,7 @@ from ostinato.stream.clip_store import ClipStore
 from ostinato.stream.describe import DescribeJob, DescribeResult, DescribeWorker, DescribeWorkerConfig, describer_for
 from ostinato.stream.events import DescribeEvent, MatchEvent
 
-__all__ = ["ClipRequest", "PatternDescriber", "PatternDescriberConfig", "clip_span"]
+__all__ = ["ClipRequest", "PatternDescriber", "PatternDescriberConfig", "clip_span", "is_described", "span_samples"]
 
 logger = logging.getLogger(__name__)
 
@@ -208,12 +208,12 @@ class PatternDescriber:
         """First match of a pattern: cut its clip, file it, submit it. Returns whether a job
         was handed on (not whether the worker accepted it: that is counted by the worker)."""
         pid = event.pattern_id
-        if library is not None and _described(library, pid):
+        if library is not None and is_described(library, pid):
             self.counts["already_described"] += 1
             return False
         ring = self._rings.get(event.stream)
         span = None if ring is None else clip_span(
-            (_sample(event.first_start_s), _sample(event.first_end_s)), (_sample(event.start_s), _sample(event.end_s)),
+            span_samples(event.first_start_s, event.first_end_s), span_samples(event.start_s, event.end_s),
             (ring.start, ring.end), self.config.window_samples)
         if ring is None or span is None:
             self.counts["no_audio"] += 1
@@ -225,14 +225,15 @@ class PatternDescriber:
                 return False
             self._pending.add(pid)
         request = ClipRequest(pid, event.stream, ring.read(start, stop), start / SAMPLE_RATE, which)
-        self._file_clip(request)
+        self.file_clip(request)
         if threading.get_ident() == self._loop_thread:
             self._submit(request, library, None)
         else:
             self._loop.call_soon_threadsafe(self._submit, request, library, None)
         return True
 
-    def _file_clip(self, request: ClipRequest) -> None:
+    def file_clip(self, request: ClipRequest) -> None:
+        """Keep the clip beside the library (``POST /v1/patterns/{id}/describe`` describes it again)."""
         if self.clips is None:
             return
         info = {"stream": request.stream, "start_s": round(request.start_s, 4), "end_s": round(request.end_s, 4),
@@ -330,11 +331,13 @@ class PatternDescriber:
         return text + (", busy" if self.worker.busy else "")
 
 
-def _sample(t_s: float) -> int:
-    return int(round(t_s * SAMPLE_RATE))
+def span_samples(start_s: float, end_s: float) -> tuple[int, int]:
+    """A span of stream seconds as 16 kHz sample indices."""
+    return int(round(start_s * SAMPLE_RATE)), int(round(end_s * SAMPLE_RATE))
 
 
-def _described(library: Any, pattern_id: str) -> bool:
+def is_described(library: Any, pattern_id: str) -> bool:
+    """Whether the library already holds a description of ``pattern_id`` (a later run does not redo it)."""
     from ostinato.stream.library import LibraryError
 
     try:
