@@ -31,7 +31,7 @@ from ostinato.runtime.errors import InputError, ManifestError, ModelNotFoundErro
 from ostinato.runtime.features import Features, frame_starts, num_frames
 from ostinato.runtime.manifest import Manifest
 from ostinato.runtime.session import Session, SessionConfig
-from ostinato.runtime.w2v_frontend import FrontEndConfig, FrontEndState, FrontEndStats, window_stats
+from ostinato.runtime.w2v_frontend import NORM_EPS, FrontEndConfig, FrontEndState, FrontEndStats, window_stats
 
 __all__ = ["Wav2Vec2Model", "DEFAULT_MAX_WINDOW_S", "DEFAULT_CONTEXT_S"]
 
@@ -42,7 +42,6 @@ logger = logging.getLogger(__name__)
 # per-frame cosine ≥ 0.999 against whole-input processing).
 DEFAULT_MAX_WINDOW_S = 30.0
 DEFAULT_CONTEXT_S = 2.0
-_NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor's variance floor
 
 
 class Wav2Vec2Model(Closing):
@@ -456,7 +455,7 @@ class Wav2Vec2Model(Closing):
 def _normalize_rows(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     mean = x.mean(axis=1, keepdims=True)
     var = x.var(axis=1, keepdims=True)
-    normed: npt.NDArray[np.float32] = ((x - mean) / np.sqrt(var + _NORM_EPS)).astype(np.float32)
+    normed: npt.NDArray[np.float32] = ((x - mean) / np.sqrt(var + NORM_EPS)).astype(np.float32)
     return normed
 
 
