@@ -24,16 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from ostinato.profiles import PROFILES, apply_profile, profile_names
+from ostinato.profiles import apply_profile, profile_names
 
-__all__ = ["EDGE_PROFILE", "Calibration", "Plan", "PlanConfig", "calibrate", "predict", "register", "run"]
+__all__ = ["Calibration", "Plan", "PlanConfig", "calibrate", "predict", "register", "run"]
 
 # ``--profile``: see ostinato/profiles.py (edge: one core, one session with one thread, no batching,
 # 0.5 s hop with 0.5/0.24 s context). Options given explicitly win over the profile.
 _PROFILE_FIELDS = {"window": "hop_s", "left_context": "left_context_s", "right_context": "right_context_s",
                    "batch_size": "batch_size", "workers": "workers", "threads": "threads"}
 _DEFAULTS = {"window": 0.5, "left_context": 1.0, "right_context": 0.48, "batch_size": 4, "threads": 1}
-EDGE_PROFILE = {attr: getattr(PROFILES["edge"], field) for attr, field in _PROFILE_FIELDS.items()}
 _QUEUED_WINDOWS = 8  # per stream: windows waiting for inference plus feature blocks waiting for the consumer
 
 
@@ -146,10 +145,9 @@ def predict(cal: Calibration, cfg: PlanConfig) -> Plan:
 
 
 def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    from ostinato.stream.metrics import process_rss_bytes
+
+    return process_rss_bytes() / 2**20
 
 
 def _time_batch(run: Any, seconds: float) -> tuple[float, float]:
