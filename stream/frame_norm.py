@@ -103,7 +103,6 @@ class FrameNormalizer:
         width = self._dct.shape[1] if self._dct is not None else input_dim
         self._projection = _projection(width, frame_dim) if width > frame_dim else None
         self.dim = frame_dim if width > frame_dim else width
-        self._base_dim = self.dim
         decay = float(np.exp(-1.0 / max(mean_time_constant_frames, 1.0)))
         self._slow = _RunningStats(self.dim, decay)
         self._fast_decay = float(np.exp(-1.0 / fast_time_constant_frames)) if fast_time_constant_frames > 0 else 0.0
