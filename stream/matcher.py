@@ -27,7 +27,7 @@ import logging
 import numpy as np
 import numpy.typing as npt
 
-from ostinato.stream.diagonal import DiagonalTrack, TrackParams, background_similarity, verify_alignment
+from ostinato.stream.diagonal import DiagonalTrack, TrackParams, verify_alignment
 from ostinato.stream.errors import ErrorClass, StreamError
 from ostinato.stream.events import Event, MatchEvent, NoveltyEvent
 from ostinato.stream.frame_norm import FrameNormalizer
