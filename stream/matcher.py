@@ -99,6 +99,8 @@ class PatternMatcher:
             hit_fraction=c.hit_fraction,
             background_offsets=tuple(c.frames(o) * s for o in c.background_offsets_s for s in (-1, 1)),
         )
+        # Lags within this many frames count as one repeat (3 + one second of drift at the tempo tolerance).
+        self._lag_tol = 3 + int(c.tempo_tolerance * 50)
         if input_dim is not None:
             self._allocate(input_dim)
 
@@ -287,7 +289,7 @@ class PatternMatcher:
         return (diag - bg) / std * float(np.sqrt(frames / 4.0))
 
     def _covered(self, q0: int, lag: int) -> bool:
-        tol = 3 + int(self.config.tempo_tolerance * 50)
+        tol = self._lag_tol
         for track in self._tracks:
             if abs(track.lag - lag) <= tol:
                 return True
@@ -430,7 +432,7 @@ class PatternMatcher:
         fingerprinting). A repeat stands out from them; a chance resemblance does not."""
         assert self._ring is not None
         ts, lags, _ = track.path()
-        tol = 3 + int(self.config.tempo_tolerance * 50)
+        tol = self._lag_tol
         others: list[int] = []
         for q0, cand in self._query_lags:
             if track.start - 50 <= q0 <= track.last_hit:
