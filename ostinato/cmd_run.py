@@ -89,7 +89,10 @@ _RUN_DEFAULTS = {"batch_size": 4, "workers": 1, "max_queue": 10, "buffer_s": 600
 
 def run(args: argparse.Namespace) -> int:
     """Run the pipeline; return 0, or 1/2 when some/all streams failed."""
-    apply_profile(args, args.profile, _PROFILE_FIELDS, _RUN_DEFAULTS)
+    fields = _PROFILE_FIELDS
+    if args.chunk_samples is not None or args.overlap_samples is not None:  # seed-style geometry given: keep it
+        fields = {k: v for k, v in fields.items() if k not in ("hop_s", "left_context_s", "right_context_s")}
+    apply_profile(args, args.profile, fields, _RUN_DEFAULTS)
     return asyncio.run(_run(args))
 
 

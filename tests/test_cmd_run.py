@@ -136,6 +136,10 @@ def test_edge_profile_sets_geometry_and_explicit_options_win(tiny_w2v_dir: Path,
     assert main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
                  "--profile", "edge", "--hop-s", "0.24", "--right-context-s", "0"]) == 0
     assert "hop 3840 + left 8000 + right 0 + 80 = 11920 samples" in capsys.readouterr().err
+    # seed-style geometry given explicitly wins too (the profile's seconds must not collide with it)
+    assert main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
+                 "--profile", "edge", "--chunk-samples", "1600", "--overlap-samples", "400"]) == 0
+    assert "hop 1600 + left 320 + right 0 + 80 = 2000 samples" in capsys.readouterr().err
 
 
 def test_edge_profile_model_settings_are_a_valid_served_model(tiny_w2v_dir: Path) -> None:
