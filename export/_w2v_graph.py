@@ -22,7 +22,7 @@ from ostinato.export.validate import ValidationCase, make_cases, validate_onnx
 if TYPE_CHECKING:
     from ostinato.export.wav2vec2 import Wav2Vec2ExportConfig
 
-__all__ = ["check", "convert", "export_fp32", "make_validation_cases", "providers_for", "quiet_export"]
+__all__ = ["check", "convert", "convert_graph", "export_fp32", "make_validation_cases", "providers_for", "quiet_export"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,19 +172,26 @@ def convert(
 ) -> dict[str, Any]:
     """Convert the fp32 graph ``src`` to ``precision`` at ``dst``; return what was done."""
     report(f"convert {precision}", 0, 1)
+    info = convert_graph(src, dst, precision, recipe, source)
+    report(f"convert {precision}", 1, 1)
+    return info
+
+
+def convert_graph(
+    src: Path, dst: Path, precision: str, recipe: quantize.Int8Recipe, source: SourceModel
+) -> dict[str, Any]:
+    """:func:`convert` without progress reports (also used for the split pair)."""
     if precision == "fp16":
         quantize.convert_fp16(src, dst)
-        info: dict[str, Any] = {"method": "onnxruntime.transformers.float16 (keep_io_types)"}
-    else:
-        info = {"recipe": recipe.describe()}
-        quantize_src = src
-        if recipe.optimize:
-            quantize_src = src.with_suffix(".opt.onnx")
-            info["fused"] = quantize.optimize_graph(
-                src, quantize_src, int(source.hf_config.num_attention_heads), int(source.hf_config.hidden_size)
-            )
-        quantize.quantize_int8(quantize_src, dst, recipe)
-        if quantize_src != src:
-            quantize_src.unlink()
-    report(f"convert {precision}", 1, 1)
+        return {"method": "onnxruntime.transformers.float16 (keep_io_types)"}
+    info: dict[str, Any] = {"recipe": recipe.describe()}
+    quantize_src = src
+    if recipe.optimize:
+        quantize_src = src.with_suffix(".opt.onnx")
+        info["fused"] = quantize.optimize_graph(
+            src, quantize_src, int(source.hf_config.num_attention_heads), int(source.hf_config.hidden_size)
+        )
+    quantize.quantize_int8(quantize_src, dst, recipe)
+    if quantize_src != src:
+        quantize_src.unlink()
     return info

@@ -18,6 +18,7 @@ statistics measured over each whole input.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy.typing as npt
 import torch
 
 from ostinato.export import quantize
-from ostinato.export._w2v_graph import providers_for, quiet_export
+from ostinato.export._w2v_graph import convert_graph, providers_for, quiet_export
 from ostinato.export._w2v_patch import matmul_front_end
 from ostinato.export._w2v_source import GraphModule, SourceModel
 from ostinato.export.validate import ValidationCase, validate_runner
@@ -158,19 +159,6 @@ def _trace(
         )
 
 
-def _convert(src: Path, dst: Path, precision: str, recipe: quantize.Int8Recipe, source: SourceModel, encoder: bool) -> None:
-    if precision == "fp16":
-        quantize.convert_fp16(src, dst)
-        return
-    quantize_src = src
-    if recipe.optimize and encoder:
-        quantize_src = src.with_suffix(".opt.onnx")
-        quantize.optimize_graph(src, quantize_src, int(source.hf_config.num_attention_heads), int(source.hf_config.hidden_size))
-    quantize.quantize_int8(quantize_src, dst, recipe)
-    if quantize_src != src:
-        quantize_src.unlink()
-
-
 def export_split(
     tmp: Path,
     config: Wav2Vec2ExportConfig,
@@ -191,7 +179,9 @@ def export_split(
     _trace(source, module, traced["frontend"], traced["encoder"], config.opset, recipe)
     if config.precision != "fp32":
         for role, path in traced.items():
-            _convert(path, final[role], config.precision, config.int8_recipe, source, role == "encoder")
+            # The transformer optimizer's fusions are for the encoder; the front end has none.
+            role_recipe = config.int8_recipe if role == "encoder" else dataclasses.replace(config.int8_recipe, optimize=False)
+            convert_graph(path, final[role], config.precision, role_recipe, source)
             path.unlink()
     report("export split", 1, 1)
     if not config.validate:
