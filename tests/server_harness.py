@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,32 @@ async def running_server(model_dir: Path | None, **overrides: Any) -> AsyncItera
         yield server
     finally:
         await server.stop()
+
+
+@contextlib.contextmanager
+def slowed_model(server: RunningServer, delay_s: float) -> Iterator[None]:
+    """Make the real ``tiny`` model of ``server`` sleep ``delay_s`` before each inference call.
+
+    Both entry points are slowed: ``run_batch`` (whole windows) and ``encode`` (the conv-frame
+    cache path a split model takes); the originals are restored on exit.
+    """
+    model = server.service.catalog.get("tiny").model
+    originals = {name: getattr(model, name) for name in ("run_batch", "encode")}
+
+    def slowed(fn: Any) -> Any:
+        def call(*args: object, **kwargs: object) -> object:
+            time.sleep(delay_s)
+            return fn(*args, **kwargs)
+
+        return call
+
+    for name, fn in originals.items():
+        setattr(model, name, slowed(fn))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(model, name, fn)
 
 
 def melody(seed: int, duration_s: float, sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np.float32]:

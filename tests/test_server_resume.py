@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-from server_harness import planted_repeats, running_server
+from server_harness import planted_repeats, running_server, slowed_model
 
 from ostinato.client import ClientConfig, StreamClient
 from ostinato.stream.wire import (
@@ -225,29 +225,19 @@ async def test_a_gap_beyond_the_replay_buffer_is_reported_and_counted(tiny_w2v_d
 async def test_flush_answers_after_all_earlier_audio_produced_its_features(tiny_w2v_dir: Path) -> None:
     audio, _ = planted_repeats()
     async with running_server(tiny_w2v_dir) as server:
-        model = server.service.catalog.get("tiny").model
-        run_batch = model.run_batch
-
-        def slow_run_batch(*args: object, **kwargs: object) -> object:  # the real model, made slow
-            import time
-
-            time.sleep(0.02)
-            return run_batch(*args, **kwargs)
-
-        model.run_batch = slow_run_batch
-        client = StreamClient(server.ws_url, outputs=("features", "status"), config=FAST,
-                              options={"status_interval_s": 0.1, "match": False})  # periodic statuses race the answer
-        await client.connect()
-        for part in range(3):
-            await client.send_audio(audio[part * 16000 * 2: (part + 1) * 16000 * 2])
-            status = await client.flush()
-            features = sum(f.num_frames for f in client.received if isinstance(f, FeaturesFrame))
-            assert status.through_seq == client.resend.acked_seq == 10 * (part + 1) * 2 - 1
-            assert features == status.frames == (part + 1) * 2 * 50 - 5  # all complete windows, right after the ack
-            assert len(client.resend) == 0  # acknowledged audio is no longer kept for resending
-        await client.end()
-        await client.close()
-        model.run_batch = run_batch
+        with slowed_model(server, 0.02):  # the real model, made slow
+            client = StreamClient(server.ws_url, outputs=("features", "status"), config=FAST,
+                                  options={"status_interval_s": 0.1, "match": False})  # periodic statuses race the answer
+            await client.connect()
+            for part in range(3):
+                await client.send_audio(audio[part * 16000 * 2: (part + 1) * 16000 * 2])
+                status = await client.flush()
+                features = sum(f.num_frames for f in client.received if isinstance(f, FeaturesFrame))
+                assert status.through_seq == client.resend.acked_seq == 10 * (part + 1) * 2 - 1
+                assert features == status.frames == (part + 1) * 2 * 50 - 5  # all complete windows, right after the ack
+                assert len(client.resend) == 0  # acknowledged audio is no longer kept for resending
+            await client.end()
+            await client.close()
 
 
 async def test_flush_on_a_drop_policy_stream_acknowledges_dropped_audio_too(tiny_w2v_dir: Path) -> None:

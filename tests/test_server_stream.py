@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-from server_harness import planted_repeats, running_server
+from server_harness import planted_repeats, running_server, slowed_model
 
 from ostinato.models import StreamingConfig
 from ostinato.runtime import Wav2Vec2Model
@@ -229,26 +229,16 @@ async def test_block_policy_pushes_back_over_tcp_and_loses_nothing(tiny_w2v_dir:
     audio, _ = planted_repeats()
     async with running_server(tiny_w2v_dir, limits_max_messages_per_s=10_000, limits_message_burst=10_000) as server, \
             aiohttp.ClientSession() as http:
-        model = server.service.catalog.get("tiny").model
-        run_batch = model.run_batch
-
-        def slow_run_batch(*args: object, **kwargs: object) -> object:  # the real model, made slow
-            import time
-
-            time.sleep(0.03)
-            return run_batch(*args, **kwargs)
-
-        model.run_batch = slow_run_batch
-        # 48 kHz stereo f32: 13.8 MB for 36 s of audio, more than the socket buffers hold
-        ws, ready = await _open(http, server.ws_url, Hello(sample_rate=48000, channels=2, outputs=("features",),
-                                                           options={"match": False}))
-        assert ready.info["overflow"] == "block"
-        session = server.service.streams.sessions[ready.stream_id]
-        loud = np.repeat(np.tile(audio, 3), 3)  # 36 s at 48 kHz
-        await _send_audio(ws, np.stack([loud, loud], axis=1), block=4800)  # as fast as TCP takes it
-        await ws.send_bytes(encode_frame(End()))
-        frames = await _until_bye(ws, timeout_s=60)
-        model.run_batch = run_batch
+        with slowed_model(server, 0.03):  # the real model, made slow
+            # 48 kHz stereo f32: 13.8 MB for 36 s of audio, more than the socket buffers hold
+            ws, ready = await _open(http, server.ws_url, Hello(sample_rate=48000, channels=2, outputs=("features",),
+                                                               options={"match": False}))
+            assert ready.info["overflow"] == "block"
+            session = server.service.streams.sessions[ready.stream_id]
+            loud = np.repeat(np.tile(audio, 3), 3)  # 36 s at 48 kHz
+            await _send_audio(ws, np.stack([loud, loud], axis=1), block=4800)  # as fast as TCP takes it
+            await ws.send_bytes(encode_frame(End()))
+            frames = await _until_bye(ws, timeout_s=60)
     bye = frames[-1]
     assert isinstance(bye, Bye) and bye.summary["dropped"] == {} and bye.summary["audio_s"] == 36.0
     assert session.input.max_depth == session.input.capacity  # the queue filled ...
