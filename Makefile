@@ -53,7 +53,7 @@ check-wheels: setup
 	$(PY) scripts/check_wheels.py
 
 # Every bench/ script (quick: <= 10 min on 2 cores) into bench/results/<UTC time>/, then
-# bench/REPORT.md + bench/plots/. bench-check compares the newest run's ratios with bench/baseline.json.
+# bench/REPORT.md + bench/plots/report/. bench-check compares the newest run's ratios with bench/baseline.json.
 bench: setup
 	$(PY) bench/run_all.py --quick; rc=$$?; $(PY) bench/report.py; exit $$rc
 
