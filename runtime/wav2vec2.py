@@ -199,11 +199,7 @@ class Wav2Vec2Model(Closing):
         x = self._check_windows(windows)
         if self.manifest.normalize_input:
             x = _normalize_rows(x)
-        names = list(outputs) if outputs is not None else list(self.output_names)
-        unknown = sorted(set(names) - set(self.output_names))
-        if unknown:
-            raise InputError(f"outputs {unknown} not in this model; it has {list(self.output_names)}")
-        return self._whole_session().run({"input_values": x}, names)
+        return self._whole_session().run({"input_values": x}, self._output_list(outputs))
 
     def features(
         self,
@@ -361,10 +357,7 @@ class Wav2Vec2Model(Closing):
             raise InputError(
                 f"conv_features {conv_features.dtype} {conv_features.shape}; expected float32 [B, T, {self.conv_dim}]"
             )
-        names = list(outputs) if outputs is not None else list(self.output_names)
-        unknown = sorted(set(names) - set(self.output_names))
-        if unknown:
-            raise InputError(f"outputs {unknown} not in this model; it has {list(self.output_names)}")
+        names = self._output_list(outputs)
         _, enc = self._split_sessions()
         out: dict[str, npt.NDArray[np.float32]] = enc.run({"conv_features": conv_features}, names)
         return out
@@ -434,6 +427,14 @@ class Wav2Vec2Model(Closing):
             raise InputError(f"audio has shape {x.shape}; expected 1-D mono samples")
         row: npt.NDArray[np.float32] = self._check_windows(x.astype(np.float32, copy=False)[None, :])[0]
         return row
+
+    def _output_list(self, outputs: Sequence[str] | None) -> list[str]:
+        """``outputs`` as a list (default: all); raises :class:`InputError` for unknown names."""
+        names = list(outputs) if outputs is not None else list(self.output_names)
+        unknown = sorted(set(names) - set(self.output_names))
+        if unknown:
+            raise InputError(f"outputs {unknown} not in this model; it has {list(self.output_names)}")
+        return names
 
     def _check_windows(self, windows: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         if not isinstance(windows, np.ndarray) or windows.dtype != np.float32:
