@@ -214,7 +214,7 @@ class StreamClient:
                 if e.code != "stream_in_use" or loop.time() + delay_s > deadline:
                     raise
             self.in_use_retries += 1
-            await asyncio.sleep(delay_s * (1 - self.config.jitter * random.random()))
+            await asyncio.sleep(delay_s * (1 - self.config.jitter * (self._rng or random).random()))
             delay_s = min(2 * delay_s, 2.0, self.config.max_backoff_ms / 1000)
 
     async def _open(self, *, resume: bool) -> Ready:
