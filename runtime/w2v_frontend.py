@@ -29,6 +29,8 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
+from ostinato.runtime.features import num_frames
+
 __all__ = [
     "FrontEndConfig",
     "FrontEndState",
@@ -279,7 +281,7 @@ class FrontEndState:
             ``[T, C]`` float32 conv frames.
         """
         stride, field = self.stride, self.receptive_field
-        total = (samples.size - field) // stride + 1
+        total = num_frames(samples.size, field, stride)
         if total < 1:
             raise ValueError(f"a window of {samples.size} samples has no frame (needs {field})")
         end = first_frame + total
