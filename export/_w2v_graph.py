@@ -22,7 +22,7 @@ from ostinato.export.validate import ValidationCase, make_cases, validate_onnx
 if TYPE_CHECKING:
     from ostinato.export.wav2vec2 import Wav2Vec2ExportConfig
 
-__all__ = ["check", "convert", "convert_graph", "export_fp32", "make_validation_cases", "providers_for", "quiet_export"]
+__all__ = ["check", "convert", "convert_graph", "export_fp32", "make_validation_cases", "providers_for", "quiet_export", "recipe_front_end"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +63,7 @@ def export_fp32(
     fixed output sets cannot express. With an int8 ``recipe``, the feature encoder's conv
     layers are rewritten as MatMuls first (exact; validated like the rest).
     """
-    num_conv = len(source.hf_config.conv_kernel)
-    front_end = tuple(x for x in recipe.front_end_layers if x < num_conv) if recipe else ()
-    frame_scaled = recipe.frame_scaled if recipe else False
-    with torch.no_grad(), quiet_export(), matmul_front_end(source.model, front_end, frame_scaled):
+    with torch.no_grad(), quiet_export(), recipe_front_end(source, recipe):
         if use_optimum:
             _export_optimum(source, path, opset)
             exporter = "optimum-onnx"
@@ -75,6 +72,15 @@ def export_fp32(
             exporter = "torch.onnx (TorchScript)"
     _check_names(path, module.output_names)
     return exporter
+
+
+@contextlib.contextmanager
+def recipe_front_end(source: SourceModel, recipe: quantize.Int8Recipe | None) -> Iterator[None]:
+    """While tracing: the conv layers of an int8 ``recipe`` rewritten as MatMuls (none without one)."""
+    num_conv = len(source.hf_config.conv_kernel)
+    front_end = tuple(x for x in recipe.front_end_layers if x < num_conv) if recipe else ()
+    with matmul_front_end(source.model, front_end, recipe.frame_scaled if recipe else False):
+        yield
 
 
 def _export_torch(module: GraphModule, path: Path, opset: int) -> None:

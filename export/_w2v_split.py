@@ -29,8 +29,7 @@ import numpy.typing as npt
 import torch
 
 from ostinato.export import quantize
-from ostinato.export._w2v_graph import convert_graph, providers_for, quiet_export
-from ostinato.export._w2v_patch import matmul_front_end
+from ostinato.export._w2v_graph import convert_graph, providers_for, quiet_export, recipe_front_end
 from ostinato.export._w2v_source import GraphModule, SourceModel
 from ostinato.export.validate import ValidationCase, validate_runner
 from ostinato.runtime.w2v_frontend import window_stats
@@ -136,10 +135,8 @@ def _trace(
     source: SourceModel, module: GraphModule, frontend_path: Path, encoder_path: Path, opset: int,
     recipe: quantize.Int8Recipe | None,
 ) -> None:
-    num_conv = len(source.hf_config.conv_kernel)
-    front_end = tuple(x for x in recipe.front_end_layers if x < num_conv) if recipe else ()
     owner = getattr(source.model, "wav2vec2", source.model)
-    with torch.no_grad(), quiet_export(), matmul_front_end(source.model, front_end, recipe.frame_scaled if recipe else False):
+    with torch.no_grad(), quiet_export(), recipe_front_end(source, recipe):
         front = FrontEndModule(owner.feature_extractor, patch_geometry(source) is not None).eval()
         names, args = _frontend_inputs(source)
         axes: dict[str, dict[int, str]] = {n: _STAT_AXES for n in names[1:]}
