@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import numpy.typing as npt
 
 from ostinato.limits import ServiceLimits
 from ostinato.models import ModelConfig
 from ostinato.server import RunningServer, ServerConfig, start_server
+from ostinato.stream.wire import Audio, encode_frame, encode_pcm
 
 SAMPLE_RATE = 16_000
 
@@ -66,6 +68,16 @@ def slowed_model(server: RunningServer, delay_s: float) -> Iterator[None]:
     finally:
         for name, fn in originals.items():
             setattr(model, name, fn)
+
+
+async def send_audio(ws: aiohttp.ClientWebSocketResponse, audio: np.ndarray, block: int = 1600, first_seq: int = 0,
+                     encoding: str = "f32le") -> int:
+    """Send ``audio`` as raw ``Audio`` frames of ``block`` samples; return the next sequence number."""
+    seq = first_seq
+    for i in range(0, len(audio), block):
+        await ws.send_bytes(encode_frame(Audio(seq=seq, pcm=encode_pcm(audio[i:i + block], encoding), start_sample=i)))
+        seq += 1
+    return seq
 
 
 def melody(seed: int, duration_s: float, sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np.float32]:

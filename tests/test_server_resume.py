@@ -11,11 +11,10 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-from server_harness import planted_repeats, running_server, slowed_model
+from server_harness import planted_repeats, running_server, send_audio, slowed_model
 
 from ostinato.client import ClientConfig, StreamClient
 from ostinato.stream.wire import (
-    Audio,
     Bye,
     End,
     ErrorFrame,
@@ -27,7 +26,6 @@ from ostinato.stream.wire import (
     Status,
     decode_frame,
     encode_frame,
-    encode_pcm,
 )
 
 FAST = ClientConfig(timeout_ms=2000, max_retries=3, backoff_ms=50, max_backoff_ms=400)
@@ -43,14 +41,6 @@ async def _open(http: aiohttp.ClientSession, url: str, hello: Hello) -> tuple[ai
     ws = await http.ws_connect(url)
     await ws.send_bytes(encode_frame(hello))
     return ws, await _recv(ws)
-
-
-async def _send(ws: aiohttp.ClientWebSocketResponse, audio: np.ndarray, first_seq: int = 0, block: int = 1600) -> int:
-    seq = first_seq
-    for i in range(0, len(audio), block):
-        await ws.send_bytes(encode_frame(Audio(seq=seq, pcm=encode_pcm(audio[i:i + block], "f32le"), start_sample=i)))
-        seq += 1
-    return seq
 
 
 async def _until(ws: aiohttp.ClientWebSocketResponse, kind: type, timeout_s: float = 30) -> list[Frame]:
@@ -165,7 +155,7 @@ async def test_output_frames_are_numbered_and_replayed_after_a_resume(tiny_w2v_d
         ws, ready = await _open(http, server.ws_url, Hello(sample_rate=16000, outputs=("events", "features", "status"),
                                                            options={"status_interval_s": 0.2}))
         assert isinstance(ready, Ready) and ready.info["next_output_seq"] == 0 and ready.info["through_seq"] is None
-        seq = await _send(ws, audio[: 16000 * 4])
+        seq = await send_audio(ws, audio[: 16000 * 4])
         first = await _until(ws, FeaturesFrame)
         while sum(isinstance(f, FeaturesFrame) for f in first) < 5:
             first.append(await _recv(ws))
@@ -198,7 +188,7 @@ async def test_a_gap_beyond_the_replay_buffer_is_reported_and_counted(tiny_w2v_d
             aiohttp.ClientSession() as http:
         ws, ready = await _open(http, server.ws_url, Hello(sample_rate=16000, outputs=("features",)))
         assert isinstance(ready, Ready)
-        seq = await _send(ws, audio[: 16000 * 3])
+        seq = await send_audio(ws, audio[: 16000 * 3])
         got = [await _recv(ws) for _ in range(8)]  # 8 features frames reached us
         await ws.close()
         async with asyncio.timeout(10):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-from server_harness import planted_repeats, running_server, slowed_model
+from server_harness import planted_repeats, running_server, send_audio, slowed_model
 
 from ostinato.models import StreamingConfig
 from ostinato.runtime import Wav2Vec2Model
@@ -40,15 +40,6 @@ async def _open(http: aiohttp.ClientSession, url: str, hello: Hello) -> tuple[ai
     return ws, ready
 
 
-async def _send_audio(ws: aiohttp.ClientWebSocketResponse, audio: np.ndarray, block: int = 1600, first_seq: int = 0,
-                      encoding: str = "f32le") -> int:
-    seq = first_seq
-    for i in range(0, len(audio), block):
-        await ws.send_bytes(encode_frame(Audio(seq=seq, pcm=encode_pcm(audio[i:i + block], encoding), start_sample=i)))
-        seq += 1
-    return seq
-
-
 async def _until_bye(ws: aiohttp.ClientWebSocketResponse, timeout_s: float = 30) -> list[Frame]:
     frames: list[Frame] = []
     async with asyncio.timeout(timeout_s):
@@ -66,7 +57,7 @@ async def test_streamed_features_equal_offline_frames_and_repeats_are_flagged(ti
         ws, ready = await _open(http, server.ws_url, Hello(sample_rate=16000, outputs=("events", "features", "status")))
         assert ready.info["window"] == {"hop_samples": 1600, "left_context_samples": 320, "right_context_samples": 0,
                                         "window_samples": 2000}  # the seed configuration 1600/400
-        await _send_audio(ws, audio)
+        await send_audio(ws, audio)
         await ws.send_bytes(encode_frame(End()))
         frames = await _until_bye(ws)
     feats = [f for f in frames if isinstance(f, FeaturesFrame)]
@@ -126,7 +117,7 @@ async def test_drop_policy_counts_drops_in_status(tiny_w2v_dir: Path) -> None:
                                                            options={"overflow": "drop_newest", "match": False}))
         assert ready.info["overflow"] == "drop_newest"
         # 12 s in 160-sample blocks, as fast as possible: the 10-block queue overflows
-        await _send_audio(ws, np.tile(audio, 2), block=160)
+        await send_audio(ws, np.tile(audio, 2), block=160)
         await ws.send_bytes(encode_frame(End()))
         frames = await _until_bye(ws)
     bye = frames[-1]
@@ -152,7 +143,7 @@ async def test_stream_limit_and_other_streams_unaffected_by_garbage(tiny_w2v_dir
             for i in range(30):
                 await bad.send_bytes(bytes([0xC1, i]) * 10)  # 0xC1 is never valid msgpack
 
-        await asyncio.gather(garbage(), _send_audio(good, audio[: 16000 * 4]))
+        await asyncio.gather(garbage(), send_audio(good, audio[: 16000 * 4]))
         await good.send_bytes(encode_frame(End()))
         frames = await _until_bye(good)
         errors = [decode_frame((await bad.receive(timeout=5)).data) for _ in range(30)]
@@ -165,7 +156,7 @@ async def test_resume_after_connection_loss_within_grace(tiny_w2v_dir: Path) -> 
     audio, _ = planted_repeats()
     async with running_server(tiny_w2v_dir, limits_resume_grace_s=10.0) as server, aiohttp.ClientSession() as http:
         ws, ready = await _open(http, server.ws_url, Hello(sample_rate=16000, outputs=("features",)))
-        seq = await _send_audio(ws, audio[: 16000 * 2])
+        seq = await send_audio(ws, audio[: 16000 * 2])
         await ws.close()  # the client vanishes without `end`
         await asyncio.sleep(0.2)
         assert server.service.streams.active_count() == 1
@@ -180,7 +171,7 @@ async def test_resume_after_connection_loss_within_grace(tiny_w2v_dir: Path) -> 
         assert isinstance(resumed, Ready) and resumed.info["resumed"] and resumed.info["next_seq"] == seq
         # resending a block the server already has is harmless (skipped as a duplicate)
         await ws2.send_bytes(encode_frame(Audio(seq=seq - 1, pcm=encode_pcm(audio[:1600], "f32le"))))
-        await _send_audio(ws2, audio[16000 * 2: 16000 * 4], first_seq=seq)
+        await send_audio(ws2, audio[16000 * 2: 16000 * 4], first_seq=seq)
         await ws2.send_bytes(encode_frame(End()))
         frames = await _until_bye(ws2)
     feats = [f for f in frames if isinstance(f, FeaturesFrame)]
@@ -236,7 +227,7 @@ async def test_block_policy_pushes_back_over_tcp_and_loses_nothing(tiny_w2v_dir:
             assert ready.info["overflow"] == "block"
             session = server.service.streams.sessions[ready.stream_id]
             loud = np.repeat(np.tile(audio, 3), 3)  # 36 s at 48 kHz
-            await _send_audio(ws, np.stack([loud, loud], axis=1), block=4800)  # as fast as TCP takes it
+            await send_audio(ws, np.stack([loud, loud], axis=1), block=4800)  # as fast as TCP takes it
             await ws.send_bytes(encode_frame(End()))
             frames = await _until_bye(ws, timeout_s=60)
     bye = frames[-1]
