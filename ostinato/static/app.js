@@ -282,7 +282,8 @@ function drawTimeline() {
   }
   g.fillText("first occurrence", 10, 14); g.fillText("repeat heard", 10, 96);
   const labelled = new Set(); // one description label per pattern, under its newest first-occurrence bar
-  for (const ev of [...state.events].reverse()) {
+  for (let i = state.events.length - 1; i >= 0; i--) { // newest first, without copying the list every frame
+    const ev = state.events[i];
     if (ev.end_s < t0 && ev.first_end_s < t0) continue;
     const c = colour(ev.pattern_id);
     g.globalAlpha = 0.45; g.fillStyle = c;
