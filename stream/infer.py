@@ -183,8 +183,9 @@ class InferenceStage:
         ]
         self._held: Window | StreamEnd | None = None
         self._closed = False
-        use_cache = config.frontend is not None and supports_cache(models)
-        self.frontend_cache = ConvFrameCache(config.frontend, self.stride) if use_cache and config.frontend else None
+        self.frontend_cache: ConvFrameCache | None = None
+        if config.frontend is not None and supports_cache(models):
+            self.frontend_cache = ConvFrameCache(config.frontend, self.stride)
         logger.info("inference path: %s", "conv-frame cache (split model)" if self.frontend_cache else "whole windows")
 
     @classmethod
