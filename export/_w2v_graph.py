@@ -22,7 +22,17 @@ from ostinato.export.validate import ValidationCase, make_cases, validate_onnx
 if TYPE_CHECKING:
     from ostinato.export.wav2vec2 import Wav2Vec2ExportConfig
 
-__all__ = ["check", "convert", "convert_graph", "export_fp32", "make_validation_cases", "providers_for", "quiet_export", "recipe_front_end"]
+__all__ = [
+    "check",
+    "convert",
+    "convert_graph",
+    "export_fp32",
+    "make_validation_cases",
+    "providers_for",
+    "quiet_export",
+    "recipe_front_end",
+    "trace_input",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +93,15 @@ def recipe_front_end(source: SourceModel, recipe: quantize.Int8Recipe | None) ->
         yield
 
 
+def trace_input() -> torch.Tensor:
+    """The ``[1, samples]`` audio graphs are traced on (seeded noise)."""
+    return torch.zeros(1, _TRACE_SAMPLES).normal_(generator=torch.Generator().manual_seed(0))
+
+
 def _export_torch(module: GraphModule, path: Path, opset: int) -> None:
-    dummy = torch.zeros(1, _TRACE_SAMPLES).normal_(generator=torch.Generator().manual_seed(0))
     torch.onnx.export(
         module,
-        (dummy,),
+        (trace_input(),),
         str(path),
         input_names=[specs.INPUT_NAME],
         output_names=module.output_names,

@@ -29,7 +29,7 @@ import numpy.typing as npt
 import torch
 
 from ostinato.export import quantize
-from ostinato.export._w2v_graph import convert_graph, providers_for, quiet_export, recipe_front_end
+from ostinato.export._w2v_graph import convert_graph, providers_for, quiet_export, recipe_front_end, trace_input
 from ostinato.export._w2v_source import GraphModule, SourceModel
 from ostinato.export.validate import ValidationCase, validate_runner
 from ostinato.runtime.w2v_frontend import window_stats
@@ -46,7 +46,6 @@ Progress = Callable[[str, float, float], None]
 FRONTEND_FILE = "frontend.onnx"
 ENCODER_FILE = "encoder.onnx"
 CONV_FEATURES = "conv_features"
-_TRACE_SAMPLES = 16_000
 _STAT_AXES = {0: "batch_size"}
 
 
@@ -125,7 +124,7 @@ def _encoder_only(model: Any) -> Iterator[None]:
 
 
 def _frontend_inputs(source: SourceModel) -> tuple[list[str], tuple[torch.Tensor, ...]]:
-    x = torch.zeros(1, _TRACE_SAMPLES).normal_(generator=torch.Generator().manual_seed(0))
+    x = trace_input()
     stats = window_stats(x.numpy(), source.do_normalize, patch_geometry(source))
     feeds = stats.feeds()
     return ["input_values", *feeds], (x, *(torch.from_numpy(v) for v in feeds.values()))
