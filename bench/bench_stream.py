@@ -226,16 +226,23 @@ def bench_cost(models: list[Wav2Vec2Model], default: WindowerConfig, args: argpa
             for i in range(0, len(x) - batch + 1, batch):
                 models[0].run_batch(x[i : i + batch])
             n = (len(x) // batch) * batch
-            cpu_s, wall_s = (time.process_time() - cpu0) / n, (time.perf_counter() - wall0) / n
-            hop_s = config.hop_samples / config.sample_rate
-            rows.append(_emit({
-                "bench": "stream_cost", "cache": False, "preset": name, "window_s": config.window_samples / config.sample_rate,
-                "hop_s": hop_s, "added_latency_s": round(config.added_latency_s, 3), "batch": batch, "windows": n,
-                "cpu_ms_per_window": round(cpu_s * 1000, 1), "wall_ms_per_window": round(wall_s * 1000, 1),
-                "cpu_rtf_per_stream": round(cpu_s / hop_s, 4),
-                "capacity_estimate_streams": round((os.cpu_count() or 1) * hop_s / cpu_s, 1),
-            }))
+            rows.append(_emit(_cost_row(name, config, batch, n, time.process_time() - cpu0, time.perf_counter() - wall0)))
     return rows
+
+
+def _cost_row(name: str, config: WindowerConfig, batch: int, n: int, cpu_total_s: float, wall_total_s: float,
+              cache: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One ``stream_cost`` record; ``cache`` holds the conv-cache split figures (placed after the wall time)."""
+    cpu_s, wall_s = cpu_total_s / n, wall_total_s / n
+    hop_s = config.hop_samples / config.sample_rate
+    return {
+        "bench": "stream_cost", "cache": cache is not None, "preset": name, "window_s": config.window_samples / config.sample_rate,
+        "hop_s": hop_s, "added_latency_s": round(config.added_latency_s, 3), "batch": batch, "windows": n,
+        "cpu_ms_per_window": round(cpu_s * 1000, 1), "wall_ms_per_window": round(wall_s * 1000, 1),
+        **(cache or {}),
+        "cpu_rtf_per_stream": round(cpu_s / hop_s, 4),
+        "capacity_estimate_streams": round((os.cpu_count() or 1) * hop_s / cpu_s, 1),
+    }
 
 
 def _cost_cached(model: Wav2Vec2Model, name: str, config: WindowerConfig, audio: np.ndarray,
@@ -255,17 +262,9 @@ def _cost_cached(model: Wav2Vec2Model, name: str, config: WindowerConfig, audio:
             t1 = time.process_time()
             model.encode(conv, [model.default_output])
             front_s, enc_s = front_s + t1 - t0, enc_s + time.process_time() - t1
-        cpu_s, wall_s = (time.process_time() - cpu0) / n, (time.perf_counter() - wall0) / n
-        hop_s = config.hop_samples / config.sample_rate
-        rows.append(_emit({
-            "bench": "stream_cost", "cache": True, "preset": name, "window_s": config.window_samples / config.sample_rate,
-            "hop_s": hop_s, "added_latency_s": round(config.added_latency_s, 3), "batch": batch, "windows": n,
-            "cpu_ms_per_window": round(cpu_s * 1000, 1), "wall_ms_per_window": round(wall_s * 1000, 1),
-            "frontend_cpu_ms_per_window": round(front_s / n * 1000, 1), "encoder_cpu_ms_per_window": round(enc_s / n * 1000, 1),
-            "conv_frames_computed": state.frames_computed, "conv_frames_reused": state.frames_reused,
-            "cpu_rtf_per_stream": round(cpu_s / hop_s, 4),
-            "capacity_estimate_streams": round((os.cpu_count() or 1) * hop_s / cpu_s, 1),
-        }))
+        split = {"frontend_cpu_ms_per_window": round(front_s / n * 1000, 1), "encoder_cpu_ms_per_window": round(enc_s / n * 1000, 1),
+                 "conv_frames_computed": state.frames_computed, "conv_frames_reused": state.frames_reused}
+        rows.append(_emit(_cost_row(name, config, batch, n, time.process_time() - cpu0, time.perf_counter() - wall0, split)))
     return rows
 
 
