@@ -112,9 +112,9 @@ class _GuardedWebSocket(web.WebSocketResponse):
 
 
 class _Connection:
-    def __init__(self, ws: web.WebSocketResponse, service: Service, query: Mapping[str, str] | None = None) -> None:
+    def __init__(self, ws: _GuardedWebSocket, service: Service, query: Mapping[str, str]) -> None:
         self.ws = ws
-        self.query = query or {}
+        self.query = query
         self.service = service
         self.hub: StreamHub = service.streams
         self.limits = service.limits
@@ -167,7 +167,7 @@ class _Connection:
         if msg.type is WSMsgType.ERROR:
             # Beyond the hard limit the rest of the message cannot be skipped: aiohttp has
             # already sent the error frame (_GuardedWebSocket) and closed with 1009.
-            if isinstance(self.ws, _GuardedWebSocket) and self.ws.too_large:
+            if self.ws.too_large:
                 self.metrics.rejected.labels("message_too_large").inc()
                 self.metrics.ws_frames.labels("out", "error").inc()
             logger.info("connection closed: %s", msg.data)
