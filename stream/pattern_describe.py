@@ -39,12 +39,13 @@ from ostinato.stream.audio_ring import AudioRing
 from ostinato.stream.clip_store import ClipStore
 from ostinato.stream.describe import DescribeJob, DescribeResult, DescribeWorker, DescribeWorkerConfig, describer_for
 from ostinato.stream.events import DescribeEvent, MatchEvent
+from ostinato.stream.resample import PIPELINE_SAMPLE_RATE
 
 __all__ = ["ClipRequest", "PatternDescriber", "PatternDescriberConfig", "clip_span", "is_described", "span_samples"]
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = PIPELINE_SAMPLE_RATE  # the rate every stream is resampled to
 _ENDED_KEPT = 1024  # ended streams whose length is remembered for late describe events
 
 
