@@ -46,7 +46,7 @@ import numpy as np
 from ostinato.runtime import Wav2Vec2Model
 from ostinato.runtime.audio import load_audio
 from ostinato.runtime.w2v_frontend import FrontEndConfig
-from ostinato.stream.frames import StreamFeatures
+from ostinato.stream.frames import StreamFeatures, Window
 from ostinato.stream.infer import InferenceConfig, InferenceStage
 from ostinato.stream.pipeline import Pipeline, PipelineConfig
 from ostinato.stream.sinks import CallbackSink
@@ -215,11 +215,10 @@ def bench_cost(models: list[Wav2Vec2Model], default: WindowerConfig, args: argpa
     audio = _audio(args.cost_seconds, 0)
     for name in _PRESETS:
         config = _preset_config(name, default)
-        w = Windower(config)
-        windows = [x.samples for x in w.push(audio) if x.num_samples == config.window_samples]
-        x = np.stack(windows)
+        windows = [w for w in Windower(config).push(audio) if w.num_samples == config.window_samples]
+        x = np.stack([w.samples for w in windows])
         if models[0].has_split:
-            rows += _cost_cached(models[0], name, config, audio, args)
+            rows += _cost_cached(models[0], name, config, windows, args)
         for batch in (1, args.batch_size):
             models[0].run_batch(x[:batch])  # warm-up for this shape
             cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -245,12 +244,10 @@ def _cost_row(name: str, config: WindowerConfig, batch: int, n: int, cpu_total_s
     }
 
 
-def _cost_cached(model: Wav2Vec2Model, name: str, config: WindowerConfig, audio: np.ndarray,
+def _cost_cached(model: Wav2Vec2Model, name: str, config: WindowerConfig, windows: list[Window],
                  args: argparse.Namespace) -> list[dict[str, Any]]:
-    """CPU per window with the conv-frame cache: one stream's windows in order, encoder batched."""
+    """CPU per window with the conv-frame cache: one stream's full windows in order, encoder batched."""
     rows = []
-    all_windows = Windower(config).push(audio)
-    windows = [w for w in all_windows if w.num_samples == config.window_samples]
     for batch in (1, args.batch_size):
         state = model.new_frontend_state()
         front_s = enc_s = 0.0
