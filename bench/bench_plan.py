@@ -31,6 +31,7 @@ from ostinato.runtime import Wav2Vec2Model
 from ostinato.runtime.audio import load_audio
 from ostinato.stream.frames import StreamFeatures
 from ostinato.stream.infer import InferenceConfig, InferenceStage
+from ostinato.stream.metrics import process_rss_bytes
 from ostinato.stream.pipeline import Pipeline, PipelineConfig
 from ostinato.stream.sinks import CallbackSink
 from ostinato.stream.sources import ArraySource
@@ -44,13 +45,6 @@ def _audio(seconds: float, seed: int) -> np.ndarray:
     reps = int(np.ceil(seconds * 16000 / len(speech))) + 1
     offset = (seed * 7919) % len(speech)
     return np.tile(speech, reps)[offset : offset + int(seconds * 16000)].astype(np.float32)
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def _run(models: list[Wav2Vec2Model], cfg: PlanConfig, seconds: float) -> tuple[float, float, Any, list[StreamFeatures]]:
@@ -81,7 +75,7 @@ def measure(model_dir: Path, cfg: PlanConfig, seconds: float, calibrate_s: float
     """Predict (calibrating in a fresh process), then run for real in this one; one JSON-able record."""
     cal = _calibrate_fresh(model_dir, cfg, calibrate_s)
     plan = predict(cal, cfg)
-    before = _rss_mb()
+    before = process_rss_bytes() / 2**20
     models = [Wav2Vec2Model.from_dir(model_dir, provider="cpu", intra_op_threads=1) for _ in range(cfg.workers)]
     try:
         wall_s, cpu_s, summary, got = asyncio.run(_run(models, cfg, seconds))
@@ -89,7 +83,7 @@ def measure(model_dir: Path, cfg: PlanConfig, seconds: float, calibrate_s: float
         for m in models:
             m.close()
     # RSS only grows: after a first run freed its sessions, later loads reuse those pages
-    grown = _rss_mb() - before if first else None
+    grown = process_rss_bytes() / 2**20 - before if first else None
     since = [f.timing.since_received_s for f in got] or [float("nan")]
     cores = cpu_s / wall_s
     predicted_mb = plan.memory_mb - cal.process_rss_mb
