@@ -93,7 +93,6 @@ class StreamSession:
         self._match_input: Channel[npt.NDArray[np.float32]] = Channel(_MATCH_QUEUE_BLOCKS, "block", name="server_match")
         self._match_lock = asyncio.Lock()
         self._matched = asyncio.Event()
-        self._match_on_model = matching is not None and options.match_features == "model"
         self._match_future: asyncio.Future[Any] | None = None
         self._in_flight = asyncio.Semaphore(hub.streaming(engine).max_queue)
         self.windows_pending = 0
@@ -369,7 +368,7 @@ class StreamSession:
                 self.outbox.put(FeaturesFrame.from_array(
                     self.stream_id, f.output, int(f.start_samples[keep[0]]), f.frames[keep],
                     dtype=self.options.features_dtype, frame_stride_samples=320 * k))  # type: ignore[arg-type]
-        if self._match_on_model and self._matching is not None and f.num_frames:
+        if self._matching is not None and self.options.match_features == "model" and f.num_frames:
             await self._match_call(self._matching.consume_frames, self.stream_id, f.frames, int(f.start_samples[0]) // 320)
         if f.timing.latency_s > 0:
             self.hub.metrics.event_latency.observe(f.timing.latency_s)
