@@ -83,7 +83,7 @@ class MatcherSession:
         self._logmel_streams: dict[str, LogMelStream] = {}
         self._energy: dict[str, collections.deque[tuple[int, float]]] = {}
         self._raw: dict[str, collections.deque[tuple[int, npt.NDArray[np.float32], npt.NDArray[np.float32] | None]]] = {}
-        self._ids: dict[tuple[str, str], str] = {}
+        self._ids: dict[str, dict[str, str]] = {}  # per stream: matcher pattern id -> library id
         self.events = EventLog(config.events_path) if config.events_path is not None else None
         self.library = PatternLibrary(config.library_path) if config.library_path is not None else None
         self.matches = 0
@@ -167,6 +167,7 @@ class MatcherSession:
         self._logmel_streams.pop(stream, None)
         self._energy.pop(stream, None)
         self._raw.pop(stream, None)
+        self._ids.pop(stream, None)  # a later stream of this name restarts the matcher's ids
         if self.describer is not None:
             self.describer.end(stream)
         self._seen.pop(stream, None)
@@ -207,13 +208,14 @@ class MatcherSession:
         except ValueError:
             logger.debug("match %s has no active frame to embed", event)
             return event
-        known = self._ids.get((event.stream, event.pattern_id))
+        ids = self._ids.setdefault(stream, {})
+        known = ids.get(event.pattern_id)
         occurrences = [(event.start_s, event.end_s, event.score)]
         if known is None:
             occurrences.insert(0, (event.first_start_s, event.first_end_s, 1.0))
         feature = pattern_feature_name(self.config.features, matcher.frame_dim or 0)
         pid = self.library.file_match(embedding, feature, event.duration_s, event.stream, occurrences, known)
-        self._ids[(event.stream, event.pattern_id)] = pid
+        ids[event.pattern_id] = pid
         return dataclasses.replace(event, pattern_id=pid)
 
     def close_streams(self) -> list[Event]:
