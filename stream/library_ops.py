@@ -28,7 +28,8 @@ def merge_patterns(lib: PatternLibrary, into_id: str, from_ids: tuple[str, ...] 
     if dst in sources:
         raise LibraryError(f"cannot merge pattern {into_id!r} into itself")
     db = lib._write()
-    vectors, weights = [lib._load(dst).embedding], [max(1, lib._load(dst).occurrence_count)]
+    into = lib._load(dst)
+    vectors, weights = [into.embedding], [max(1, into.occurrence_count)]
     for src in sources:
         old = lib._load(src)
         vectors.append(old.embedding)
