@@ -28,7 +28,6 @@ import numpy as np
 from ostinato.cmd_plan import Calibration, PlanConfig, predict
 from ostinato.profiles import PROFILES
 from ostinato.runtime import Wav2Vec2Model
-from ostinato.runtime.audio import load_audio
 from ostinato.stream.frames import StreamFeatures
 from ostinato.stream.infer import InferenceConfig, InferenceStage
 from ostinato.stream.metrics import process_rss_bytes
@@ -37,21 +36,14 @@ from ostinato.stream.sinks import CallbackSink
 from ostinato.stream.sources import ArraySource
 from ostinato.stream.windowing import WindowerConfig
 
-DEMO = Path(__file__).resolve().parent.parent / "ostinato" / "data" / "demo.wav"
-
-
-def _audio(seconds: float, seed: int) -> np.ndarray:
-    speech, _ = load_audio(DEMO, 16000)
-    reps = int(np.ceil(seconds * 16000 / len(speech))) + 1
-    offset = (seed * 7919) % len(speech)
-    return np.tile(speech, reps)[offset : offset + int(seconds * 16000)].astype(np.float32)
+from bench_stream import demo_audio  # run as a script: bench/ is on sys.path
 
 
 async def _run(models: list[Wav2Vec2Model], cfg: PlanConfig, seconds: float) -> tuple[float, float, Any, list[StreamFeatures]]:
     windower = WindowerConfig.from_seconds(cfg.hop_s, cfg.left_context_s, cfg.right_context_s)
     got: list[StreamFeatures] = []
     stage = InferenceStage(models, InferenceConfig(batch_size=cfg.batch_size, max_wait_ms=5.0, max_lag_s=2.0))
-    sources = [ArraySource(_audio(seconds, i), stream_id=f"s{i}", block_samples=1600, realtime=True) for i in range(cfg.streams)]
+    sources = [ArraySource(demo_audio(seconds, i), stream_id=f"s{i}", block_samples=1600, realtime=True) for i in range(cfg.streams)]
     pipeline = Pipeline(sources, stage, [CallbackSink(got.append)], PipelineConfig(windower=windower))
     wall0, cpu0 = time.perf_counter(), time.process_time()
     summary = await pipeline.run()

@@ -63,7 +63,8 @@ def _emit(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _audio(seconds: float, seed: int) -> np.ndarray:
+def demo_audio(seconds: float, seed: int) -> np.ndarray:
+    """``seconds`` of the demo speech, looped, starting at a point that depends on ``seed``."""
     speech, _ = load_audio(DEMO, 16000)
     reps = int(np.ceil(seconds * 16000 / len(speech))) + 1
     offset = (seed * 7919) % len(speech)  # streams start at different points of the speech
@@ -100,7 +101,7 @@ async def _pipeline(models: list[Wav2Vec2Model], audios: list[np.ndarray], confi
 
 
 def bench_overhead(models: list[Wav2Vec2Model], config: WindowerConfig, args: argparse.Namespace) -> dict[str, Any]:
-    audios = [_audio(args.overhead_seconds, i) for i in range(args.overhead_streams)]
+    audios = [demo_audio(args.overhead_seconds, i) for i in range(args.overhead_streams)]
     raw, piped, batch_means = [], [], []
     for _ in range(args.repeats):
         raw.append(_raw_seconds(models, audios, config, args.batch_size))
@@ -142,7 +143,7 @@ def bench_latency(models: list[Wav2Vec2Model], config: WindowerConfig, args: arg
     rows = []
     for cache in _modes(models, args):
         for n in args.latency_streams:
-            audios = [_audio(args.rt_seconds, i) for i in range(n)]
+            audios = [demo_audio(args.rt_seconds, i) for i in range(n)]
             _, summary, got = asyncio.run(_pipeline(models, audios, config, args.batch_size, True, args.max_lag_s, args.workers, cache))
             rows.append(_emit({**_latency_record("stream_latency", n, config, summary, got), "cache": cache}))
     return rows
@@ -156,7 +157,7 @@ def _capacity(models: list[Wav2Vec2Model], config: WindowerConfig, args: argpars
     best, rows = 0, []
     hop_ms = config.hop_samples / config.sample_rate * 1000
     for n in args.capacity_streams:
-        audios = [_audio(args.rt_seconds, i) for i in range(n)]
+        audios = [demo_audio(args.rt_seconds, i) for i in range(n)]
         _, summary, got = asyncio.run(_pipeline(models, audios, config, args.capacity_batch, True, args.max_lag_s, args.workers, cache))
         row = {**_latency_record("stream_capacity_step", n, config, summary, got), "cache": cache}
         # Kept up: nothing dropped, i.e. no window got older than --max-lag-s and no source
@@ -174,7 +175,7 @@ def _capacity(models: list[Wav2Vec2Model], config: WindowerConfig, args: argpars
 def bench_throughput(models: list[Wav2Vec2Model], default: WindowerConfig, args: argparse.Namespace) -> list[dict[str, Any]]:
     """End-to-end CPU cost of real streams at full speed, per geometry and cache setting."""
     rows = []
-    audios = [_audio(args.cost_seconds, i) for i in range(args.throughput_streams)]
+    audios = [demo_audio(args.cost_seconds, i) for i in range(args.throughput_streams)]
     for name in ("default", "light"):
         config = _preset_config(name, default)
         for cache in _modes(models, args):
@@ -212,7 +213,7 @@ def _preset_config(name: str, default: WindowerConfig) -> WindowerConfig:
 def bench_cost(models: list[Wav2Vec2Model], default: WindowerConfig, args: argparse.Namespace) -> list[dict[str, Any]]:
     """CPU time per window (one session, one thread): a load-independent capacity estimate."""
     rows = []
-    audio = _audio(args.cost_seconds, 0)
+    audio = demo_audio(args.cost_seconds, 0)
     for name in _PRESETS:
         config = _preset_config(name, default)
         windows = [w for w in Windower(config).push(audio) if w.num_samples == config.window_samples]
