@@ -141,10 +141,9 @@ class MatcherSession:
         out = self._logmel_streams[stream].push(samples)
         if not len(out):
             return []
-        if self.config.features == "logmel":
-            start = int(out.features.start_samples[0]) // 320
-            return self._push(stream, matcher, FeatureBlock(out.features.frames, out.energy_db, start))
         first = int(out.features.start_samples[0]) // 320
+        if self.config.features == "logmel":
+            return self._push(stream, matcher, FeatureBlock(out.features.frames, out.energy_db, first))
         self._energy[stream].extend((first + i, float(e)) for i, e in enumerate(out.energy_db))
         return []
 
