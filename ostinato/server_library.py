@@ -154,12 +154,10 @@ def _clip_vector(audio: Any, model_frames: Any, features: str, library_feature: 
 
 
 def _not_found_as_404(fn: Any, pid: str) -> Any:
-    from ostinato.stream.library import LibraryError
+    from ostinato.stream.library import PatternNotFoundError
 
     try:
         return fn()
-    except LibraryError as e:
-        if "unknown" in str(e).lower() or "no pattern" in str(e).lower():
-            raise ServiceError(f"no pattern {pid!r} in the library", code="pattern_not_found", status=404,
-                               hint="GET /v1/patterns lists the ids") from e
-        raise
+    except PatternNotFoundError as e:
+        raise ServiceError(f"no pattern {pid!r} in the library", code="pattern_not_found", status=404,
+                           hint="GET /v1/patterns lists the ids") from e

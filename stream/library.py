@@ -27,10 +27,10 @@ import numpy.typing as npt
 
 from ostinato.runtime._closing import Closing
 from ostinato.stream.library_records import Lru, Occurrence, Pattern, blob, unit
-from ostinato.stream.library_schema import SCHEMA_VERSION, LibraryError, migrate
+from ostinato.stream.library_schema import SCHEMA_VERSION, LibraryError, PatternNotFoundError, migrate
 from ostinato.stream.vector_index import EXACT_LIMIT, FlatIndex, HnswIndex, build_index, load_persisted, save_persisted
 
-__all__ = ["LibraryConfig", "LibraryError", "Occurrence", "Pattern", "PatternLibrary", "RELATIONSHIP_KINDS"]
+__all__ = ["LibraryConfig", "LibraryError", "Occurrence", "Pattern", "PatternLibrary", "PatternNotFoundError", "RELATIONSHIP_KINDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -373,7 +373,7 @@ class PatternLibrary(Closing):
     def _key(self, pattern_id: str) -> int:
         key = self._find_key(pattern_id)
         if key is None:
-            raise LibraryError(f"no pattern with id {pattern_id!r} in {str(self.path)!r}")
+            raise PatternNotFoundError(f"no pattern with id {pattern_id!r} in {str(self.path)!r}")
         return key
 
     def get(self, pattern_id: str) -> Pattern:

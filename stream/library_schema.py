@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from ostinato.stream.errors import ErrorClass, StreamError
 
-__all__ = ["SCHEMA_VERSION", "LibraryError", "LibraryVersionError", "migrate", "schema_version"]
+__all__ = ["SCHEMA_VERSION", "LibraryError", "LibraryVersionError", "PatternNotFoundError", "migrate", "schema_version"]
 
 
 class LibraryError(StreamError, RuntimeError):
@@ -20,6 +20,10 @@ class LibraryError(StreamError, RuntimeError):
 
     error_class = ErrorClass.INPUT
     default_hint = "check the pattern id with `ostinato library list`"
+
+
+class PatternNotFoundError(LibraryError, LookupError):
+    """No pattern has that id (nor was it merged into one that does)."""
 
 
 class LibraryVersionError(LibraryError):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ostinato.stream.library import LibraryConfig, LibraryError, PatternLibrary
+from ostinato.stream.library import LibraryConfig, LibraryError, PatternLibrary, PatternNotFoundError
 from ostinato.stream.library_schema import SCHEMA_VERSION, LibraryVersionError, migrate
 
 DIM = 16
@@ -53,7 +53,7 @@ def test_round_trip_tags_names_metadata_and_queries(tmp_path: Path) -> None:
         assert lib.cache_stats()["similarity_hits"] >= 1
         with pytest.raises(LibraryError, match="read-only"):
             lib.tag(a, "x")
-        with pytest.raises(LibraryError, match="no pattern"):
+        with pytest.raises(PatternNotFoundError, match="no pattern"):  # a LibraryError and a LookupError
             lib.get("pat-missing")
 
 
