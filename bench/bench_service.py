@@ -30,24 +30,17 @@ import numpy as np
 
 from ostinato.stream.wire import Audio, End, Hello, decode_frame, encode_frame, encode_pcm
 
-SAMPLE_RATE = 16000
-
-
-def _melody(seed: int, duration_s: float) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    note = SAMPLE_RATE // 4
-    t_s = np.arange(note) / SAMPLE_RATE
-    return np.concatenate([0.3 * np.sin(2 * np.pi * rng.uniform(200, 1200) * t_s) * np.hanning(note)
-                           for _ in range(int(duration_s * 4))]).astype(np.float32)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from server_harness import SAMPLE_RATE, melody  # noqa: E402  (the test audio, shared)
 
 
 def _audio(seed: int, duration_s: float) -> np.ndarray:
     """Filler melodies with one 2 s motif repeated every 7 s."""
-    motif = _melody(seed, 2.0)
+    motif = melody(seed, 2.0)
     parts, total = [], 0.0
     k = 0
     while total < duration_s:
-        parts += [_melody(seed * 100 + k, 5.0), motif]
+        parts += [melody(seed * 100 + k, 5.0), motif]
         total += 7.0
         k += 1
     return np.concatenate(parts)[: int(duration_s * SAMPLE_RATE)]
