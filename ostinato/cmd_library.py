@@ -154,39 +154,36 @@ def _query(lib: Any, args: argparse.Namespace) -> int:
 def _clip_embedding(lib: Any, args: argparse.Namespace) -> Any:
     from ostinato.runtime.audio import load_audio
     from ostinato.runtime.logmel import LogMel
-    from ostinato.stream.embedding import clip_embedding, clip_frame_dim, pattern_feature_name
+    from ostinato.stream.embedding import FeatureSpaceMismatch, query_embedding
     from ostinato.stream.library import LibraryError
-    from ostinato.stream.matcher import MatcherConfig
 
     space = lib.feature_space()
     if space is None:
         raise LibraryError(f"library {str(args.library)!r} is empty", hint="record patterns first: ostinato match/run --library")
     features = str(space["feature"]).rsplit("/", 1)[0]
-    config = MatcherConfig.for_features(features)
     audio, _ = load_audio(args.clip)
     lm = LogMel().compute(audio)
     if features == "logmel":
         frames = lm.features.frames
     else:
         frames = _model_frames(args, features, audio)
-    name = pattern_feature_name(features, clip_frame_dim(frames.shape[1], config))
-    if name != space["feature"]:
-        raise LibraryError(f"clip embeds as {name!r}; the library holds {space['feature']!r}", hint="pass the --model the library was built with")
     try:
-        return clip_embedding(frames, lm.energy_db[: frames.shape[0]], config)
+        return query_embedding(frames, lm.energy_db, str(space["feature"]))
+    except FeatureSpaceMismatch as e:
+        raise LibraryError(str(e), hint="pass the --model the library was built with") from e
     except ValueError as e:
         raise LibraryError(f"{str(args.clip)!r}: {e}") from e
 
 
 def _model_frames(args: argparse.Namespace, features: str, audio: Any) -> Any:
     from ostinato.runtime.wav2vec2 import Wav2Vec2Model
+    from ostinato.stream.embedding import model_output_for
     from ostinato.stream.library import LibraryError
 
     if args.model is None:
         raise LibraryError(f"this library holds {features} patterns", hint="pass --model DIR (the model the library was built with)")
-    _, _, layer = features.partition(":")
     with Wav2Vec2Model.from_dir(args.model) as model:
-        return model.features(audio, 16000, output=f"hidden_state_{int(layer)}" if layer else None).frames
+        return model.features(audio, 16000, output=model_output_for(features)).frames
 
 
 def _tag(lib: Any, args: argparse.Namespace) -> int:

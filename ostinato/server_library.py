@@ -123,31 +123,29 @@ async def query_patterns(request: web.Request) -> web.Response:
     features = str(space["feature"]).rsplit("/", 1)[0]
     frames = None
     if features != "logmel":
+        from ostinato.stream.embedding import model_output_for
+
         entry = service.catalog.loaded(request.query.get("model"))
-        layer = features.partition(":")[2]
-        output = f"hidden_state_{layer}" if layer else None
+        output = model_output_for(features)
         loop = asyncio.get_running_loop()
         frames = (await loop.run_in_executor(entry.executor, entry.model.features, audio, 16000, output)).frames
-    vector = await asyncio.to_thread(_clip_vector, audio, frames, features, str(space["feature"]))
+    vector = await asyncio.to_thread(_clip_vector, audio, frames, str(space["feature"]))
     rows = await asyncio.to_thread(library.query_vector, vector, k)
     return web.json_response({"feature": space["feature"], "patterns": _with_scores(rows)})
 
 
-def _clip_vector(audio: Any, model_frames: Any, features: str, library_feature: str) -> Any:
+def _clip_vector(audio: Any, model_frames: Any, library_feature: str) -> Any:
     """The library embedding of a clip, in the feature space the library holds."""
     from ostinato.runtime.logmel import LogMel
-    from ostinato.stream.embedding import clip_embedding, clip_frame_dim, pattern_feature_name
-    from ostinato.stream.matcher_config import MatcherConfig
+    from ostinato.stream.embedding import FeatureSpaceMismatch, query_embedding
 
-    config = MatcherConfig.for_features(features)
     logmel = LogMel().compute(audio)
     frames = logmel.features.frames if model_frames is None else model_frames
-    name = pattern_feature_name(features, clip_frame_dim(frames.shape[1], config))
-    if name != library_feature:
-        raise ServiceError(f"the clip embeds as {name!r}; the library holds {library_feature!r}", code="feature_mismatch",
-                           status=422, hint="query with the model the library was built with (?model=NAME)")
     try:
-        return clip_embedding(frames, logmel.energy_db[: frames.shape[0]], config)
+        return query_embedding(frames, logmel.energy_db, library_feature)
+    except FeatureSpaceMismatch as e:
+        raise ServiceError(f"the clip embeds as {e.name!r}; the library holds {library_feature!r}", code="feature_mismatch",
+                           status=422, hint="query with the model the library was built with (?model=NAME)") from e
     except ValueError as e:
         raise ServiceError(f"cannot embed the clip: {e}", code="bad_audio", status=422,
                            hint="send a clip with at least a second of non-silent audio") from e

@@ -16,7 +16,16 @@ import numpy.typing as npt
 
 from ostinato.stream.matcher_config import MatcherConfig
 
-__all__ = ["clip_embedding", "clip_frame_dim", "embedding_dim", "pattern_feature_name", "pool_frames"]
+__all__ = [
+    "FeatureSpaceMismatch",
+    "clip_embedding",
+    "clip_frame_dim",
+    "embedding_dim",
+    "model_output_for",
+    "pattern_feature_name",
+    "pool_frames",
+    "query_embedding",
+]
 
 
 def pattern_feature_name(features: str, frame_dim: int) -> str:
@@ -72,3 +81,38 @@ def clip_embedding(
 def clip_frame_dim(input_dim: int, config: MatcherConfig) -> int:
     """Dimension of the matcher's normalised frames for raw frames of ``input_dim``."""
     return config.frame_normalizer(input_dim).dim
+
+
+def model_output_for(features: str) -> str | None:
+    """The model output a feature kind reads: ``wav2vec2:6`` → ``hidden_state_6``; ``wav2vec2`` → ``None``
+    (the model's default output)."""
+    layer = features.partition(":")[2]
+    return f"hidden_state_{int(layer)}" if layer else None
+
+
+class FeatureSpaceMismatch(ValueError):
+    """A clip embeds in another space than the library's (``name`` vs ``library_feature``)."""
+
+    def __init__(self, name: str, library_feature: str) -> None:
+        super().__init__(f"clip embeds as {name!r}; the library holds {library_feature!r}")
+        self.name = name
+        self.library_feature = library_feature
+
+
+def query_embedding(
+    frames: npt.NDArray[np.float32], energy_db: npt.NDArray[np.float32], library_feature: str
+) -> npt.NDArray[np.float32]:
+    """Query-by-example: a clip's library embedding in the space ``library_feature`` names
+    (``logmel/d78``, ``wav2vec2:6/d768``…), from its raw frames and log-mel energy.
+
+    Raises:
+        FeatureSpaceMismatch: The frames embed in another space (e.g. another model or layer).
+        ValueError: Nothing to embed (silence) or bad shapes.
+    """
+    features = library_feature.rsplit("/", 1)[0]
+    config = MatcherConfig.for_features(features)
+    name = pattern_feature_name(features, clip_frame_dim(frames.shape[1], config))
+    if name != library_feature:
+        raise FeatureSpaceMismatch(name, library_feature)
+    return clip_embedding(frames, energy_db[: frames.shape[0]], config)
+

@@ -275,3 +275,18 @@ def test_feature_space_mismatch_names_the_fix(tmp_path: Path) -> None:
             lib.add_pattern(rng.standard_normal(768), "wav2vec2/hidden_state_12", 2.0)
     assert "start a new library file" in same_kind.value.hint
     assert "one library per feature kind" in other_kind.value.hint
+
+
+def test_query_embedding_embeds_in_the_library_space_or_names_the_mismatch(speech_like) -> None:  # type: ignore[no-untyped-def]
+    from ostinato.runtime.logmel import LogMel
+    from ostinato.stream.embedding import FeatureSpaceMismatch, clip_embedding, query_embedding
+    from ostinato.stream.matcher_config import MatcherConfig
+
+    lm = LogMel().compute(speech_like(3.0, seed=1))
+    frames = lm.features.frames
+    space = f"logmel/d{MatcherConfig.for_features('logmel').frame_normalizer(frames.shape[1]).dim}"
+    vector = query_embedding(frames, lm.energy_db, space)
+    np.testing.assert_array_equal(vector, clip_embedding(frames, lm.energy_db[: len(frames)], MatcherConfig.for_features("logmel")))
+    with pytest.raises(FeatureSpaceMismatch, match="the library holds 'logmel/d39'") as info:
+        query_embedding(frames, lm.energy_db, "logmel/d39")
+    assert info.value.name == space
