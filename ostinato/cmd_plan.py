@@ -63,8 +63,10 @@ class PlanConfig:
 
     @property
     def window_samples(self) -> int:
-        """Samples per window, each part rounded to the 320-sample frame stride."""
-        return sum(round(s * 16000 / 320) * 320 for s in (self.left_context_s, self.hop_s, self.right_context_s))
+        """Samples per window exactly as the pipeline cuts it (context + hop + the 80-sample receptive tail)."""
+        from ostinato.stream.windowing import WindowerConfig
+
+        return WindowerConfig.from_seconds(self.hop_s, self.left_context_s, self.right_context_s).window_samples
 
 
 @dataclass(frozen=True, slots=True)
