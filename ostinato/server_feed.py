@@ -66,8 +66,7 @@ async def run_feed(ws: web.WebSocketResponse, service: Any, hello: Hello, path: 
     import soundfile as sf
 
     hub = service.streams
-    if hub.active_count() + hub.feeds >= service.limits.max_streams or not hub.accepting:
-        raise TooManyStreamsError(f"{hub.active_count() + hub.feeds} streams are open; the limit is {service.limits.max_streams}")
+    hub.check_capacity()  # the same limit, metric and shutdown answer as a new stream
     try:
         f = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError) as e:

@@ -163,6 +163,20 @@ class StreamHub:
 
     # -- opening -------------------------------------------------------------------------------
 
+    def check_capacity(self) -> None:
+        """Refuse one more stream or audio feed (both count towards ``max_streams``).
+
+        Raises:
+            TooManyStreamsError: At the stream limit or while shutting down (the connection that
+                sends the error frame counts it in ``ostinato_server_rejected_total``).
+        """
+        if not self.accepting:
+            raise TooManyStreamsError("the service is shutting down", code="shutting_down",
+                                      hint="reconnect to another instance, or later")
+        if len(self.sessions) + self.feeds >= self.limits.max_streams:
+            raise TooManyStreamsError(f"{len(self.sessions) + self.feeds} streams are open; "
+                                      f"the limit is {self.limits.max_streams}")
+
     def open(self, hello: Hello, options: SessionOptions, model: str | None) -> StreamSession:
         """Start a new stream.
 
@@ -171,12 +185,7 @@ class StreamHub:
             ModelUnavailableError: The model is not loaded.
             ProtocolError: A bad stream id or media file.
         """
-        if not self.accepting:
-            raise TooManyStreamsError("the service is shutting down", code="shutting_down",
-                                      hint="reconnect to another instance, or later")
-        if len(self.sessions) + self.feeds >= self.limits.max_streams:
-            self.metrics.rejected.labels("too_many_streams").inc()
-            raise TooManyStreamsError(f"{len(self.sessions)} streams are open; the limit is {self.limits.max_streams}")
+        self.check_capacity()
         stream_id = hello.stream_id or secrets.token_hex(16)
         if not _STREAM_ID_RE.match(stream_id):
             raise ProtocolError(f"hello.stream_id={stream_id!r}; expected 1-64 of A-Z a-z 0-9 . _ - (or empty)")

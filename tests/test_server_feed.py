@@ -90,3 +90,21 @@ async def test_a_feed_gets_bye_shutdown_when_the_server_stops(tmp_path: Path) ->
             await server.stop()
     assert isinstance(frames[-1], Bye) and frames[-1].reason == "shutdown"
     assert not any(isinstance(f, End) for f in frames) and len(frames) < 100  # not played to the end
+
+
+async def test_a_feed_at_the_stream_limit_is_refused_and_counted(tmp_path: Path) -> None:
+    audio, _ = planted_repeats()
+    (tmp_path / "media").mkdir()
+    write_wav(tmp_path / "media" / "planted.wav", audio, 16000)
+    async with running_server(None, media_dir=tmp_path / "media", limits_max_streams=1) as server, \
+            aiohttp.ClientSession() as http:
+        first = await http.ws_connect(server.ws_url + "?file=planted.wav")  # real-time: holds the only slot
+        await first.send_bytes(encode_frame(Hello(sample_rate=16000, role="receive")))
+        assert isinstance(decode_frame((await first.receive(timeout=5)).data), Ready)
+        second = await http.ws_connect(server.ws_url + "?file=planted.wav")
+        await second.send_bytes(encode_frame(Hello(sample_rate=16000, role="receive")))
+        err = decode_frame((await second.receive(timeout=5)).data)
+        assert isinstance(err, ErrorFrame) and err.code == "too_many_streams" and err.error_class == "transient"
+        assert "1 streams are open; the limit is 1" in err.message
+        assert server.service.metrics.rejected.labels("too_many_streams")._value.get() == 1  # once per refusal
+        await first.close()

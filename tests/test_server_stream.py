@@ -138,6 +138,7 @@ async def test_stream_limit_and_other_streams_unaffected_by_garbage(tiny_w2v_dir
         err = decode_frame((await third.receive(timeout=5)).data)
         assert isinstance(err, ErrorFrame) and err.code == "too_many_streams" and err.error_class == "transient" and err.fatal
         assert (await third.receive(timeout=5)).type is aiohttp.WSMsgType.CLOSE and third.close_code == 1013
+        assert server.service.metrics.rejected.labels("too_many_streams")._value.get() == 1  # counted once
 
         async def garbage() -> None:
             for i in range(30):
