@@ -215,7 +215,7 @@ class StreamClient:
                     raise
             self.in_use_retries += 1
             await asyncio.sleep(delay_s * (1 - self.config.jitter * (self._rng or random).random()))
-            delay_s = min(2 * delay_s, 2.0, self.config.max_backoff_ms / 1000)
+            delay_s = min(2 * delay_s, 2.0, max(0.05, self.config.max_backoff_ms / 1000))
 
     async def _open(self, *, resume: bool) -> Ready:
         await self._drop_connection()

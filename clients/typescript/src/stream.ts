@@ -227,7 +227,7 @@ export class FeatureStream {
         if (resume && e instanceof OstinatoError && e.code === "stream_in_use" && performance.now() + inUseDelayMs < inUseDeadline) {
           this.inUseRetries++;
           await sleep(inUseDelayMs * (1 - this.setup.retryPolicy.jitter * Math.random()));
-          inUseDelayMs = Math.min(2 * inUseDelayMs, 2000);
+          inUseDelayMs = Math.min(2 * inUseDelayMs, 2000, Math.max(50, this.setup.retryPolicy.maxBackoffMs)); // as the Python client
           round--;
           continue;
         }
