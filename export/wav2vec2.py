@@ -62,7 +62,8 @@ class Wav2Vec2ExportConfig:
         int8_recipe: How int8 graphs are quantized.
         split: Also write ``frontend.onnx`` + ``encoder.onnx`` (the model split at the conv
             frames, normalisation statistics as inputs) for streaming with a conv-frame
-            cache; validated like ``model.onnx``.
+            cache, and ``encoder_cached.onnx`` (the transformer over new frames with a
+            per-layer K/V past: ``ostinato.export._w2v_cached``); validated like ``model.onnx``.
     """
 
     model: str
@@ -170,10 +171,10 @@ def _check_layers(layers: tuple[int, ...], num_layers: int) -> None:
 
 def _needed_bytes(num_parameters: int, precision: str, split: bool = False) -> int:
     # fp32 graph always; plus the converted copy (int8 ≈ 1/4, fp16 ≈ 1/2) while both exist;
-    # the split pair holds the weights once more.
+    # the split pair holds the weights once more, the cached encoder the transformer's again.
     extra = {"fp32": 0.0, "fp16": 0.5, "int8": 0.3}[precision]
     if split:
-        extra += {"fp32": 1.0, "fp16": 0.5, "int8": 0.3}[precision]
+        extra += 2 * {"fp32": 1.0, "fp16": 0.5, "int8": 0.3}[precision]
     return int(num_parameters * 4 * (1.0 + extra) * 1.1) + (16 << 20)
 
 
@@ -236,12 +237,33 @@ def _export_into(tmp: Path, config: Wav2Vec2ExportConfig, source: SourceModel, r
             validation["split"] = figures
         files.update(frontend=split.FRONTEND_FILE, encoder=split.ENCODER_FILE)
         extra["split"] = split.split_info(source)
+        cached = _export_cached(tmp, config, source, module, cases, report)
+        if cached is not None:
+            files["encoder_cached"] = cached["file"]
+            extra["cached_encoder"] = cached["info"]
+            if config.validate:
+                validation["cached_encoder"] = cached["figures"]
     manifest = _build_manifest(config, source, module.output_specs, files, tmp, validation)
     manifest = dataclasses.replace(manifest, extra={**manifest.extra, **extra})
     report("write", 0, 1)
     manifest.write(tmp)
     report("write", 1, 1)
     return manifest
+
+
+def _export_cached(
+    tmp: Path, config: Wav2Vec2ExportConfig, source: SourceModel, module: Any, cases: Any, report: Progress
+) -> dict[str, Any] | None:
+    """``encoder_cached.onnx`` (transformer with a K/V past) beside the split pair, or ``None``."""
+    from ostinato.export import _w2v_cached as cached
+    from ostinato.export.errors import UnsupportedArchitectureError
+
+    try:
+        figures = cached.export_cached(tmp, config, source, module, cases, report)
+    except UnsupportedArchitectureError as e:  # streaming falls back to whole windows over the split
+        logger.warning("no cached encoder for this model: %s", e)
+        return None
+    return {"file": cached.CACHED_FILE, "info": cached.cached_info(source), "figures": figures}
 
 
 def _build_manifest(

@@ -339,6 +339,20 @@ class FrontEndState:
         self.next_frame = first_frame + len(frames)
         self.frames_computed += len(frames)
 
+    def available(self, first_frame: int, end_frame: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Frames ``[first_frame, end_frame)`` where the ring has them (zeros elsewhere) and a 1/0 mask.
+
+        Negative frame indices (before the stream) are never available. Not counted as reuse.
+        """
+        out = np.zeros((end_frame - first_frame, self.channels), dtype=np.float32)
+        mask = np.zeros(end_frame - first_frame, dtype=np.float32)
+        with self._lock:
+            lo, hi = max(first_frame, self.first_cached, 0), min(end_frame, self.next_frame)
+            if hi > lo:
+                out[lo - first_frame : hi - first_frame] = self._ring[np.arange(lo, hi) % self._ring.shape[0]]
+                mask[lo - first_frame : hi - first_frame] = 1.0
+        return out, mask
+
     def cached(self, first_frame: int, end_frame: int) -> npt.NDArray[np.float32]:
         """Frames ``[first_frame, end_frame)`` from the ring (all must be cached)."""
         if first_frame < self.first_cached or end_frame > self.next_frame:

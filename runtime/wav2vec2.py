@@ -32,6 +32,7 @@ from ostinato.runtime.features import Features, frame_starts, num_frames
 from ostinato.runtime.manifest import Manifest
 from ostinato.runtime.session import Session, SessionConfig
 from ostinato.runtime.w2v_frontend import NORM_EPS, FrontEndConfig, FrontEndState, FrontEndStats, window_stats
+from ostinato.runtime.w2v_kv import KVConfig, KVLayout, KVState
 
 __all__ = ["Wav2Vec2Model", "DEFAULT_MAX_WINDOW_S", "DEFAULT_CONTEXT_S"]
 
@@ -67,6 +68,7 @@ class Wav2Vec2Model(Closing):
         )
         self._session: Session | None = None
         self._split: tuple[Session, Session] | None = None
+        self._cached: Session | None = None
         self._unloaded = False
         self._lock = threading.Lock()
         self._vocab: list[str] | None = None
@@ -132,6 +134,9 @@ class Wav2Vec2Model(Closing):
                 for session in self._split:
                     session.close()
                 self._split = None
+            if self._cached is not None:
+                self._cached.close()
+                self._cached = None
 
     close = unload
 
@@ -168,7 +173,7 @@ class Wav2Vec2Model(Closing):
 
 
     def __del__(self) -> None:
-        if getattr(self, "_session", None) is not None or getattr(self, "_split", None) is not None:
+        if any(getattr(self, a, None) is not None for a in ("_session", "_split", "_cached")):
             warnings.warn(
                 f"Wav2Vec2Model {str(self.directory)!r} was not closed",
                 ResourceWarning,
@@ -360,6 +365,45 @@ class Wav2Vec2Model(Closing):
         names = self._output_list(outputs)
         _, enc = self._split_sessions()
         out: dict[str, npt.NDArray[np.float32]] = enc.run({"conv_features": conv_features}, names)
+        return out
+
+    # -- cached encoder (transformer over new frames with a K/V past) ---------------------
+    @property
+    def has_cached_encoder(self) -> bool:
+        """Whether the directory holds ``encoder_cached.onnx`` (with the split pair)."""
+        return self.has_split and "encoder_cached" in self.manifest.files
+
+    @property
+    def kv_layout(self) -> KVLayout:
+        """Shape of the cached encoder's K/V past (``ostinato.runtime.w2v_kv``)."""
+        info = self.manifest.extra.get("cached_encoder") or {}
+        keys = ("num_layers", "num_heads", "head_dim", "context_frames")
+        if not self.has_cached_encoder or any(k not in info for k in keys):
+            raise ManifestError(
+                f"{str(self.directory)!r} has no cached encoder", hint="re-export the model with this ostinato"
+            )
+        return KVLayout(*(int(info[k]) for k in keys))
+
+    def new_kv_state(self, config: KVConfig | None = None) -> KVState:
+        """Per-stream K/V ring for :meth:`encode_cached`."""
+        return KVState(self.kv_layout, config or KVConfig())
+
+    def encode_cached(
+        self, feeds: dict[str, npt.NDArray[np.float32]], outputs: Sequence[str] | None = None
+    ) -> dict[str, npt.NDArray[np.float32]]:
+        """Run ``encoder_cached.onnx`` (feeds from :func:`ostinato.runtime.w2v_kv.cached_feeds`).
+
+        Returns:
+            The requested outputs ``[B, N, H]`` for the new frames and ``present_key_values``.
+        """
+        names = [*self._output_list(outputs), "present_key_values"]
+        self._check_loaded()
+        with self._lock:
+            if self._cached is None:
+                config = dataclasses.replace(self.config, name=f"{self.config.name}-encoder_cached")
+                self._cached = Session.from_path(self.directory / self.manifest.files["encoder_cached"], config)
+            session = self._cached
+        out: dict[str, npt.NDArray[np.float32]] = session.run(feeds, names)
         return out
 
     def _split_sessions(self) -> tuple[Session, Session]:

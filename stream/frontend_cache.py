@@ -108,6 +108,14 @@ class ConvFrameCache:
         """Stop the front-end thread after its current batch."""
         await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
 
+    def available(self, stream_id: str, first: int, end: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """A stream's cached conv frames ``[first, end)`` where present, and a 1/0 mask."""
+        with self._lock:
+            state = self._states.get(stream_id)
+        if state is None:
+            return np.zeros((end - first, 0), np.float32), np.zeros(end - first, np.float32)
+        return state.available(first, end)
+
     def end_stream(self, stream_id: str) -> None:
         """Forget a stream (call once all of its windows were processed)."""
         with self._lock:

@@ -34,12 +34,14 @@ import numpy as np
 import numpy.typing as npt
 
 from ostinato.runtime.w2v_frontend import FrontEndConfig
+from ostinato.runtime.w2v_kv import KVConfig
 from ostinato.stream.breaker import BreakerConfig, CircuitBreaker
 from ostinato.stream.channel import Channel
 from ostinato.stream.errors import ConfigError, EndOfStream, ErrorClass, StageError, classify_error
 from ostinato.stream.frontend_cache import ConvFrameCache, supports_cache
 from ostinato.stream.frames import StreamEnd, StreamFeatures, Window, WindowTiming
 from ostinato.stream.health import HealthMonitor
+from ostinato.stream.kv_cache import KVCache, StreamGate, collect_gated, supports_kv
 from ostinato.stream.metrics import StreamMetrics, process_rss_bytes
 from ostinato.stream.retry import RetryPolicy, retry_call
 from ostinato.stream.summary import LatencyReservoir
@@ -80,6 +82,12 @@ class InferenceConfig:
         frontend: Conv-frame cache and running statistics for models with the split graph
             (``None``: always run whole windows through ``model.onnx``, with each window's
             own normalisation statistics).
+        kv: Left-context K/V cache for models with ``encoder_cached.onnx`` (needs
+            ``frontend``): the transformer runs only each window's hop + right context,
+            attending to the cached keys/values of its left context; at most one window per
+            stream is in flight (``None``: the transformer runs whole windows).
+        max_held_windows: Windows held back while their stream has one in flight (K/V
+            cache only); beyond it the stage stops reading its inbox (backpressure).
     """
 
     batch_size: int = 4
@@ -89,6 +97,8 @@ class InferenceConfig:
     retry: RetryPolicy = RetryPolicy(max_attempts=3, base_delay_s=0.05, max_delay_s=1.0)
     breaker: BreakerConfig = BreakerConfig()
     frontend: FrontEndConfig | None = FrontEndConfig()
+    kv: KVConfig | None = KVConfig()
+    max_held_windows: int = 64
 
     def __post_init__(self) -> None:
         if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= 256:
@@ -97,6 +107,8 @@ class InferenceConfig:
             raise ConfigError(f"max_wait_ms={self.max_wait_ms}; expected 0..10000")
         if not self.max_lag_s > 0:
             raise ConfigError(f"max_lag_s={self.max_lag_s}; expected > 0 (inf disables the deadline)")
+        if not isinstance(self.max_held_windows, int) or self.max_held_windows < 1:
+            raise ConfigError(f"max_held_windows={self.max_held_windows!r}; expected a positive integer")
 
 
 @dataclasses.dataclass(slots=True)
@@ -107,6 +119,7 @@ class InferenceStats:
     windows_run: int = 0
     batches: int = 0
     frames_out: int = 0
+    transformer_frames: int = 0  # frames run through the transformer (context included)
     busy_s: float = 0.0
     audio_s: float = 0.0
     dropped: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
@@ -130,6 +143,7 @@ class _Result:
     started_s: float
     inference_s: float
     post_s: float
+    transformer_frames: int = 0
 
 
 class InferenceStage:
@@ -186,7 +200,13 @@ class InferenceStage:
         self.frontend_cache: ConvFrameCache | None = None
         if config.frontend is not None and supports_cache(models):
             self.frontend_cache = ConvFrameCache(config.frontend, self.stride)
-        logger.info("inference path: %s", "conv-frame cache (split model)" if self.frontend_cache else "whole windows")
+        self.kv_cache: KVCache | None = None
+        self.gate: StreamGate | None = None
+        if self.frontend_cache is not None and config.kv is not None and supports_kv(models):
+            self.kv_cache = KVCache(config.kv, self.stride)
+            self.gate = StreamGate(config.max_held_windows)
+        path = "K/V + conv-frame cache" if self.kv_cache else "conv-frame cache" if self.frontend_cache else "whole windows"
+        logger.info("inference path: %s", path)
 
     @classmethod
     def from_dir(
@@ -264,11 +284,13 @@ class InferenceStage:
                 tg.create_task(self._emit(inflight, outbox))
                 try:
                     while True:
-                        batch, marker = await self._collect(inbox)
+                        batch, marker = await self._next_batch(inbox)
                         if not batch and marker is None:
                             break
                         batch = self._apply_deadline(batch)
                         if batch:
+                            if self.gate is not None:
+                                self.gate.start(batch)
                             worker = await idle.get()
                             await inflight.put(tg.create_task(self._process(worker, batch, idle)))
                         if marker is not None:
@@ -296,6 +318,12 @@ class InferenceStage:
                     close()
 
     # -- batching ----------------------------------------------------------------------------
+
+    async def _next_batch(self, inbox: Channel[Window | StreamEnd]) -> tuple[list[Window], StreamEnd | None]:
+        if self.gate is None:
+            return await self._collect(inbox)
+        self._set_queue(inbox)
+        return await collect_gated(self.gate, inbox, self.config.batch_size, self.config.max_wait_ms / 1000)
 
     async def _collect(self, inbox: Channel[Window | StreamEnd]) -> tuple[list[Window], StreamEnd | None]:
         """Next batch of equal-length windows, or an end marker (which closes a batch)."""
@@ -363,6 +391,8 @@ class InferenceStage:
             result = await self._guarded_run(worker, batch)
         finally:
             idle.offer(worker)
+            if self.gate is not None:
+                self.gate.finish(batch)
         return [] if result is None else self._package(result)
 
     async def _guarded_run(self, worker: _Worker, batch: list[Window]) -> _Result | None:
@@ -416,14 +446,18 @@ class InferenceStage:
         """Runs on the worker thread: stack (or take the cached conv frames), run, trim."""
         conv = front[0] if front is not None else None
         t0 = time.perf_counter() - (front[1] if front is not None else 0.0)
+        n_samples = batch[0].samples.shape[0]
+        expected = _num_frames(n_samples, self.stride, self.receptive_field)
+        if conv is not None and self.kv_cache is not None:
+            frames, encoded = self.kv_cache.encode(model, batch, conv, self.output, self.frontend_cache)
+            t1 = time.perf_counter()
+            return _Result(batch, frames, started_s, t1 - t0, time.perf_counter() - t1, encoded)
         if conv is not None:
             out = ConvFrameCache.encode(model, conv, self.output)
         else:
             x = np.stack([w.samples for w in batch]) if len(batch) > 1 else batch[0].samples[None, :]
             out = model.run_batch(x, [self.output])[self.output]
         t1 = time.perf_counter()
-        n_samples = batch[0].samples.shape[0]
-        expected = _num_frames(n_samples, self.stride, self.receptive_field)
         if out.ndim != 3 or out.shape[0] != len(batch) or out.shape[1] != expected:
             raise StageError(
                 f"model output {self.output!r} has shape {out.shape}; expected [{len(batch)}, {expected}, H] "
@@ -434,12 +468,13 @@ class InferenceStage:
         for b, w in enumerate(batch):
             offset = w.core_start_frame - w.start_sample // self.stride
             frames.append(np.ascontiguousarray(out[b, offset : offset + w.core_frames], dtype=np.float32))
-        return _Result(batch, frames, started_s, t1 - t0, time.perf_counter() - t1)
+        return _Result(batch, frames, started_s, t1 - t0, time.perf_counter() - t1, len(batch) * expected)
 
     def _package(self, r: _Result) -> list[StreamFeatures | StreamEnd]:
         st = self.stats
         st.batches += 1
         st.windows_run += len(r.windows)
+        st.transformer_frames += r.transformer_frames
         st.busy_s += r.inference_s + r.post_s
         now = self._clock()
         out: list[StreamFeatures] = []
@@ -477,6 +512,8 @@ class InferenceStage:
                 if isinstance(item, StreamEnd):
                     if self.frontend_cache is not None:
                         self.frontend_cache.end_stream(item.stream_id)
+                    if self.kv_cache is not None:
+                        self.kv_cache.end_stream(item.stream_id)
                     outbox.put_control(item)  # end markers are never dropped
                 else:
                     await outbox.put(item)

@@ -80,7 +80,10 @@ def test_fp32_fixture_manifest(tiny_w2v_dir: Path) -> None:
     m = Manifest.read(tiny_w2v_dir)
     assert (m.kind, m.task, m.precision, m.source) == ("wav2vec2", "features", "fp32", "random:tiny")
     assert m.random_init is True and "RANDOM WEIGHTS" in m.label
-    assert m.files == {"model": "model.onnx", "frontend": "frontend.onnx", "encoder": "encoder.onnx"}
+    assert m.files == {
+        "model": "model.onnx", "frontend": "frontend.onnx", "encoder": "encoder.onnx",
+        "encoder_cached": "encoder_cached.onnx",
+    }
     assert [(o.name, o.layer, o.dim) for o in m.outputs] == [
         ("last_hidden_state", 2, 32),
         ("hidden_state_0", 0, 32),
@@ -154,14 +157,16 @@ def test_ctc_random_writes_vocab(tmp_path: Path) -> None:
     m, out = _export(tmp_path, task="ctc")
     assert m.files == {
         "model": "model.onnx", "vocab": "vocab.json", "tokenizer_config": "tokenizer_config.json",
-        "frontend": "frontend.onnx", "encoder": "encoder.onnx",
+        "frontend": "frontend.onnx", "encoder": "encoder.onnx", "encoder_cached": "encoder_cached.onnx",
     }
     vocab = json.loads((out / "vocab.json").read_text())
     assert vocab == {tok: i for i, tok in enumerate(specs.DEFAULT_CTC_VOCAB)}
     assert m.extra["blank_id"] == 0 and m.extra["word_delimiter_token"] == "|"
     assert [(o.name, o.layer, o.dim) for o in m.outputs] == [("logits", None, 32)]
     assert m.extra["exporter"] == "optimum-onnx"
-    assert set(m.sha256) == {"model.onnx", "vocab.json", "tokenizer_config.json", "frontend.onnx", "encoder.onnx"}
+    assert set(m.sha256) == {
+        "model.onnx", "vocab.json", "tokenizer_config.json", "frontend.onnx", "encoder.onnx", "encoder_cached.onnx",
+    }
     assert _run(out, np.zeros((1, 1_000), np.float32))["logits"].shape == (1, 2, 32)
     assert m.validation["split"]["max_abs_diff"] <= 1e-4  # the CTC head is in encoder.onnx
 
@@ -391,6 +396,7 @@ def test_progress_reports_each_step(tmp_path: Path) -> None:
         "convert int8",
         "validate cosine",
         "export split",
+        "export cached encoder",
         "write",
     ]
     for step in steps:

@@ -94,7 +94,8 @@ async def test_conv_cache_runs_each_frame_once_with_identical_frame_times(
 ) -> None:
     audio = speech_like(4.1, seed=2)
     windows = _windows(audio)
-    config = InferenceConfig(batch_size=3, max_lag_s=float("inf"), frontend=FrontEndConfig(freeze_after_s=0.0))
+    # kv=None: the transformer runs whole windows (the K/V path is tested in test_kv_cache.py).
+    config = InferenceConfig(batch_size=3, max_lag_s=float("inf"), frontend=FrontEndConfig(freeze_after_s=0.0), kv=None)
     cached = InferenceStage([model, model], config)
     plain = InferenceStage([model], dataclasses.replace(config, frontend=None))
     assert cached.frontend_cache is not None and plain.frontend_cache is None

@@ -1,0 +1,182 @@
+"""Per-stream key/value past for the cached Wav2Vec2 encoder (``encoder_cached.onnx``).
+
+Streaming in windows, each window ``[left | hop | right]`` used to run every frame through
+the transformer. With the cached encoder a window runs only its *new* frames (hop + right
+context); their queries attend to the per-layer keys/values of the window's left-context
+frames, kept from the windows that computed them as *core* frames. Right-context frames are
+not kept: the next window computes them again as its core, with their own right context.
+
+:class:`KVState` is one stream's bounded ring of those keys/values: at most
+``KVConfig.max_past_frames`` frames x layers x 2 x hidden float32 (base: 72 KiB per frame,
+so 3.6 MiB for the default 1 s of left context, 36 MiB at the 512-frame bound); the ring
+grows to what the stream's windows ask for, never beyond the bound. Frames are appended in
+order; a gap (a dropped or failed window) makes the next window start a new past
+(:meth:`KVState.restart`, counted).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["KVConfig", "KVLayout", "KVState", "cached_feeds"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KVConfig:
+    """How the stage keeps each stream's key/value past.
+
+    Args:
+        max_past_frames: Most past frames per stream (the ring's bound). A window whose
+            left context is longer attends to its newest ``max_past_frames`` frames only.
+    """
+
+    max_past_frames: int = 512
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_past_frames, int) or self.max_past_frames < 1:
+            raise ValueError(f"max_past_frames={self.max_past_frames!r}; expected a positive integer")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KVLayout:
+    """Shape of the cached encoder's past (from the manifest's ``extra["cached_encoder"]``).
+
+    Args:
+        num_layers: Transformer layers.
+        num_heads: Attention heads.
+        head_dim: Width of one head.
+        context_frames: Frames before the new ones the positional convolution reads.
+    """
+
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    context_frames: int
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one past frame (all layers, keys and values, float32)."""
+        return self.num_layers * 2 * self.num_heads * self.head_dim * 4
+
+    def empty(self, rows: int, frames: int = 0) -> npt.NDArray[np.float32]:
+        """Zero past ``[layers, 2, rows, heads, frames, head_dim]``."""
+        return np.zeros((self.num_layers, 2, rows, self.num_heads, frames, self.head_dim), np.float32)
+
+
+class KVState:
+    """One stream's ring of per-layer keys/values of its newest core frames.
+
+    The ring holds frames ``[first_frame, next_frame)`` (contiguous). Not thread-safe: the
+    stage keeps at most one window per stream in flight, which serialises every access.
+
+    Args:
+        layout: Past shape.
+        config: Bound of the ring.
+    """
+
+    def __init__(self, layout: KVLayout, config: KVConfig) -> None:
+        self.layout = layout
+        self.config = config
+        self._ring = np.zeros((layout.num_layers, 2, layout.num_heads, 0, layout.head_dim), np.float32)
+        self.restarts = 0
+        self.frames_stored = 0
+        self.next_frame = 0
+        self.first_frame = 0
+
+    @property
+    def capacity(self) -> int:
+        """Frames the ring holds now (grows on demand up to ``max_past_frames``)."""
+        return int(self._ring.shape[3])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the ring."""
+        return int(self._ring.nbytes)
+
+    def has(self, first: int, end: int) -> bool:
+        """Whether frames ``[first, end)`` are all in the ring and end where the ring ends."""
+        return end == self.next_frame and self.first_frame <= first <= end
+
+    def restart(self, first: int) -> None:
+        """Forget the past; the next stored frame is ``first`` (counted unless nothing was stored)."""
+        if self.frames_stored:
+            self.restarts += 1
+        self.first_frame = self.next_frame = first
+
+    def past(self, first: int, end: int) -> npt.NDArray[np.float32]:
+        """Keys/values of frames ``[first, end)``: ``[layers, 2, heads, end - first, head_dim]``.
+
+        Raises:
+            ValueError: Not all of those frames are in the ring.
+        """
+        if not self.has(first, end):
+            raise ValueError(f"past [{first}, {end}) not cached (ring holds [{self.first_frame}, {self.next_frame}))")
+        idx = np.arange(first, end) % max(self.capacity, 1)
+        return self._ring[:, :, :, idx]
+
+    def store(self, first: int, present: npt.NDArray[np.float32], want: int) -> None:
+        """Append frames ``[first, first + n)`` (``present [layers, 2, heads, n, head_dim]``).
+
+        ``first`` must be :attr:`next_frame` (call :meth:`restart` first otherwise). ``want``
+        is how many past frames the stream's windows ask for: the ring grows to it (bounded).
+        """
+        if first != self.next_frame:
+            raise ValueError(f"K/V must be stored in order: got frame {first}, expected {self.next_frame}")
+        self._grow(min(max(want, 1), self.config.max_past_frames))
+        n = present.shape[3]
+        size = self.capacity
+        keep = present[:, :, :, -size:]
+        idx = np.arange(first + n - keep.shape[3], first + n) % size
+        self._ring[:, :, :, idx] = keep
+        self.next_frame = first + n
+        self.first_frame = max(self.first_frame, self.next_frame - size)
+        self.frames_stored += n
+
+    def _grow(self, size: int) -> None:
+        old = self.capacity
+        if size <= old:
+            return
+        ring = np.zeros((*self._ring.shape[:3], size, self._ring.shape[4]), np.float32)
+        if old and self.next_frame > self.first_frame:
+            frames = np.arange(self.first_frame, self.next_frame)
+            ring[:, :, :, frames % size] = self._ring[:, :, :, frames % old]
+        self._ring = ring
+
+
+def cached_feeds(
+    layout: KVLayout,
+    conv: Sequence[npt.NDArray[np.float32]],
+    context: Sequence[npt.NDArray[np.float32]],
+    pasts: Sequence[npt.NDArray[np.float32]],
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Batch rows into ``encoder_cached.onnx`` feeds; shorter pasts are padded and masked.
+
+    Args:
+        layout: Past shape.
+        conv: Per row ``[P + N, C]`` conv frames (``P`` context frames, then ``N`` new ones;
+            equal ``N`` across rows).
+        context: Per row ``[P]`` 1/0: which context frames exist.
+        pasts: Per row ``[layers, 2, heads, L_row, head_dim]``.
+
+    Returns:
+        ``conv_features``, ``context_mask``, ``past_key_values``, ``past_mask``.
+    """
+    rows = len(conv)
+    longest = max(p.shape[3] for p in pasts)
+    kv = layout.empty(rows, longest)
+    mask = np.zeros((rows, longest), np.float32)
+    for b, p in enumerate(pasts):
+        n = p.shape[3]
+        if n:
+            kv[:, :, b, :, longest - n :] = p
+            mask[b, longest - n :] = 1.0
+    return {
+        "conv_features": np.stack(conv).astype(np.float32, copy=False),
+        "context_mask": np.stack(context).astype(np.float32, copy=False),
+        "past_key_values": kv,
+        "past_mask": mask,
+    }

@@ -1,0 +1,351 @@
+"""Left-context K/V caches of every live stream, and the gate that keeps their windows in order.
+
+With a model that has ``encoder_cached.onnx`` (``docs/streaming.md``, "Left-context K/V
+cache") a window runs only its *new* frames (hop + right context) through the transformer;
+their attention reads the per-layer keys/values of the window's left context from the
+stream's :class:`~ostinato.runtime.w2v_kv.KVState`, which earlier windows filled with their
+core frames. Window ``k + 1`` of a stream needs window ``k``'s keys/values, so
+:class:`StreamGate` lets at most one window per stream be in flight (later ones wait, other
+streams still batch together).
+
+A window whose past is missing (the stream's first window, or one after a dropped or failed
+window) runs *cold*: all of its frames are new and the past is empty, which is exactly the
+whole-window computation; it restarts the stream's past from its own frames (counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ostinato.runtime.w2v_kv import KVConfig, KVState, cached_feeds
+from ostinato.stream.channel import Channel
+from ostinato.stream.errors import EndOfStream
+from ostinato.stream.frames import StreamEnd, Window
+
+__all__ = ["KVCache", "StreamGate", "collect_gated", "supports_kv"]
+
+_FREED = object()
+
+
+def supports_kv(models: Sequence[Any]) -> bool:
+    """Whether every model has the cached encoder (``Wav2Vec2Model.has_cached_encoder``)."""
+    return bool(models) and all(getattr(m, "has_cached_encoder", False) for m in models)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Row:
+    """One window's part of a cached-encoder run."""
+
+    window: Window
+    new_first: int  # first frame run through the transformer
+    past_first: int  # first past frame attended to (== new_first: none)
+    cold: bool
+
+
+class KVCache:
+    """Per-stream K/V rings and the cached-encoder runs of batches (thread-safe per stream).
+
+    Args:
+        config: Ring bound of each stream.
+        stride: Samples per frame (320).
+    """
+
+    def __init__(self, config: KVConfig, stride: int) -> None:
+        self.config = config
+        self.stride = stride
+        self._states: dict[str, KVState] = {}
+        self._lock = threading.Lock()
+        self.frames_encoded = 0  # frames run through the transformer
+        self.windows_cold = 0  # windows run without a past (stream start, after a gap)
+        self.restarts = 0  # pasts restarted after a gap (dropped / failed windows)
+
+    @property
+    def streams(self) -> int:
+        """Streams with a live K/V ring."""
+        return len(self._states)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by every stream's ring."""
+        with self._lock:
+            return sum(s.nbytes for s in self._states.values())
+
+    def end_stream(self, stream_id: str) -> None:
+        """Forget a stream (call once all of its windows were processed)."""
+        with self._lock:
+            self._states.pop(stream_id, None)
+
+    def encode(
+        self, model: Any, batch: Sequence[Window], conv: npt.NDArray[np.float32], output: str, frontend: Any
+    ) -> tuple[list[npt.NDArray[np.float32]], int]:
+        """Core frames of each window through the cached encoder; store their K/V.
+
+        Args:
+            model: A ``Wav2Vec2Model`` with the cached encoder.
+            batch: Equal-length windows, at most one per stream.
+            conv: The windows' conv frames ``[B, T, C]``.
+            output: Output to return.
+            frontend: The ``ConvFrameCache`` (context frames before the windows).
+
+        Returns:
+            Per window its ``[core_frames, H]`` output, and the frames run through the
+            transformer (hop + right context per window; whole windows when cold).
+        """
+        layout = model.kv_layout
+        rows = [self._plan(model, w) for w in batch]
+        out: list[npt.NDArray[np.float32] | None] = [None] * len(batch)
+        presents: list[npt.NDArray[np.float32] | None] = [None] * len(batch)
+        groups: dict[int, list[int]] = collections.defaultdict(list)
+        for i, row in enumerate(rows):
+            groups[conv.shape[1] - (row.new_first - row.window.start_sample // self.stride)].append(i)
+        for idx in groups.values():  # every group runs before anything is stored (retries stay clean)
+            ctx = [self._context(layout.context_frames, rows[i], conv[i], frontend) for i in idx]
+            pasts = [self._past(model, layout, rows[i]) for i in idx]
+            result = model.encode_cached(cached_feeds(layout, [c for c, _ in ctx], [m for _, m in ctx], pasts), [output])
+            for j, i in enumerate(idx):
+                w, row = rows[i].window, rows[i]
+                core = w.core_start_frame - row.new_first
+                out[i] = np.ascontiguousarray(result[output][j, core : core + w.core_frames], dtype=np.float32)
+                presents[i] = result["present_key_values"][:, :, j, :, : core + w.core_frames]
+        for row, present in zip(rows, presents, strict=True):
+            self._store(model, row, present, conv.shape[1])
+        encoded = sum(conv.shape[1] - (r.new_first - r.window.start_sample // self.stride) for r in rows)
+        with self._lock:
+            self.frames_encoded += encoded
+        return [o for o in out if o is not None], encoded
+
+    def _plan(self, model: Any, w: Window) -> _Row:
+        first = w.start_sample // self.stride
+        state = self._state(model, w.stream_id)
+        past_first = max(first, w.core_start_frame - self.config.max_past_frames)
+        if state.has(past_first, w.core_start_frame):
+            return _Row(w, w.core_start_frame, past_first, False)
+        return _Row(w, first, first, True)  # no past: the whole window is new (restart below)
+
+    def _past(self, model: Any, layout: Any, row: _Row) -> npt.NDArray[np.float32]:
+        if row.cold:
+            empty: npt.NDArray[np.float32] = layout.empty(1)[:, :, 0]
+            return empty
+        return self._state(model, row.window.stream_id).past(row.past_first, row.new_first)
+
+    def _context(
+        self, p: int, row: _Row, conv: npt.NDArray[np.float32], frontend: Any
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """``[P + N, C]`` conv frames (context, then new) and the context's 1/0 mask."""
+        first = row.window.start_sample // self.stride
+        lo = row.new_first - p
+        ctx, mask = frontend.available(row.window.stream_id, lo, row.new_first)
+        if ctx.shape[1] != conv.shape[1]:
+            ctx = np.zeros((p, conv.shape[1]), np.float32)
+        inside = max(lo, first)  # context frames inside the window: take the window's own
+        ctx[inside - lo :] = conv[inside - first : row.new_first - first]
+        mask[inside - lo :] = 1.0
+        return np.concatenate([ctx, conv[row.new_first - first :]]), mask
+
+    def _store(self, model: Any, row: _Row, present: npt.NDArray[np.float32] | None, total: int) -> None:
+        if present is None:
+            return
+        state = self._state(model, row.window.stream_id)
+        if row.cold:
+            with self._lock:
+                self.restarts += 1 if state.frames_stored else 0
+                self.windows_cold += 1
+            state.restart(row.new_first)
+        # Room for a whole window: the end-of-stream window reaches further back than the others.
+        state.store(row.new_first, present, total)
+
+    def _state(self, model: Any, stream_id: str) -> KVState:
+        with self._lock:
+            state = self._states.get(stream_id)
+            if state is None:
+                state = model.new_kv_state(self.config)
+                self._states[stream_id] = state
+            return state
+
+
+class StreamGate:
+    """At most one window per stream in flight; later ones (and their end marker) wait.
+
+    Sans-IO apart from :attr:`freed` (an event set whenever a stream finishes a window).
+
+    Args:
+        max_held: Most items held back; beyond it the stage stops reading its inbox.
+    """
+
+    def __init__(self, max_held: int) -> None:
+        self.max_held = max_held
+        self._held: collections.deque[Window | StreamEnd] = collections.deque()
+        self._busy: set[str] = set()
+        self.freed = asyncio.Event()
+        self.max_held_seen = 0
+
+    @property
+    def held(self) -> int:
+        """Items waiting for their stream."""
+        return len(self._held)
+
+    @property
+    def full(self) -> bool:
+        """Whether the stage must wait for a stream to finish before reading more."""
+        return len(self._held) >= self.max_held
+
+    @property
+    def in_flight(self) -> frozenset[str]:
+        """Streams with a window in flight."""
+        return frozenset(self._busy)
+
+    def admit(self, item: Window | StreamEnd, batch_streams: set[str]) -> bool:
+        """Whether ``item`` may go now; otherwise it is held (in arrival order)."""
+        stream = item.stream_id
+        blocked = any(h.stream_id == stream for h in self._held)
+        if isinstance(item, Window):
+            blocked = blocked or stream in self._busy or stream in batch_streams
+        if blocked:
+            self._held.append(item)
+            self.max_held_seen = max(self.max_held_seen, len(self._held))
+        return not blocked
+
+    def hold(self, item: Window | StreamEnd) -> None:
+        """Hold an admitted item back after all (e.g. a window of another length)."""
+        self._held.append(item)
+        self.max_held_seen = max(self.max_held_seen, len(self._held))
+
+    def take(self, batch_streams: set[str], num_samples: int | None = None) -> Window | StreamEnd | None:
+        """The oldest held item that may go now (first of its stream, stream free), or ``None``."""
+        seen: set[str] = set()
+        for i, item in enumerate(self._held):
+            stream = item.stream_id
+            if stream in seen:
+                continue
+            seen.add(stream)
+            if isinstance(item, Window) and (
+                stream in self._busy or stream in batch_streams or (num_samples is not None and item.num_samples != num_samples)
+            ):
+                continue
+            del self._held[i]
+            return item
+        return None
+
+    def start(self, windows: Sequence[Window]) -> None:
+        """Mark the streams of a dispatched batch busy."""
+        self._busy.update(w.stream_id for w in windows)
+
+    def finish(self, windows: Sequence[Window]) -> None:
+        """Their windows are done (run, dropped or failed): the streams may go again."""
+        self._busy.difference_update(w.stream_id for w in windows)
+        self.freed.set()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing held and nothing in flight."""
+        return not self._held and not self._busy
+
+
+async def collect_gated(
+    gate: StreamGate, inbox: Channel[Window | StreamEnd], batch_size: int, max_wait_s: float
+) -> tuple[list[Window], StreamEnd | None]:
+    """Next batch of equal-length windows of distinct, idle streams, or an end marker.
+
+    Like the stage's plain batching (an end marker closes a batch), but a window whose stream
+    has a window in flight or held is held back (:class:`StreamGate`) and goes in a later
+    batch. Returns ``([], None)`` once the inbox ended and nothing is held.
+    """
+    first = await _first_item(gate, inbox)
+    if first is None or isinstance(first, StreamEnd):
+        return [], first
+    batch, streams = [first], {first.stream_id}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_wait_s
+    while len(batch) < batch_size:
+        item = gate.take(streams, first.num_samples)
+        if item is None:
+            if gate.full:
+                break
+            try:
+                item = await _next_before(inbox, deadline - loop.time())
+            except (TimeoutError, EndOfStream):
+                break
+            if not gate.admit(item, streams):
+                continue
+        if isinstance(item, StreamEnd):
+            return batch, item
+        if item.num_samples != first.num_samples:
+            gate.hold(item)  # a shorter end-of-stream window: a batch of its own later
+            continue
+        batch.append(item)
+        streams.add(item.stream_id)
+    return batch, None
+
+
+async def _first_item(gate: StreamGate, inbox: Channel[Window | StreamEnd]) -> Window | StreamEnd | None:
+    while True:
+        item = gate.take(set())
+        if item is not None:
+            return item
+        got = await _inbox_or_freed(gate, inbox)
+        if got is _FREED:
+            continue
+        if got is None:  # the inbox ended: wait for the held windows' streams
+            if not gate.held:
+                return None
+            await gate.freed.wait()
+            gate.freed.clear()
+            continue
+        assert isinstance(got, (Window, StreamEnd))  # narrowing for mypy; nothing else is queued
+        if gate.admit(got, set()):
+            return got
+
+
+async def _inbox_or_freed(gate: StreamGate, inbox: Channel[Window | StreamEnd]) -> object:
+    """An inbox item, ``None`` at its end, or ``_FREED`` when a stream finished first."""
+    if gate.freed.is_set() or gate.full:
+        await gate.freed.wait()
+        gate.freed.clear()
+        return _FREED
+    if not gate.held:  # nothing waits for a stream: only the inbox matters
+        try:
+            return await inbox.get()
+        except EndOfStream:
+            return None
+    get = asyncio.ensure_future(inbox.get())
+    wake = asyncio.ensure_future(gate.freed.wait())
+    try:
+        await asyncio.wait({get, wake}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (get, wake):
+            if not task.done():
+                task.cancel()  # Channel.get pops only after its wait: a cancelled get loses nothing
+            task.add_done_callback(_retrieve)
+    if get.done() and not get.cancelled():
+        error = get.exception()
+        if isinstance(error, EndOfStream):
+            return None
+        if error is not None:
+            raise error
+        return get.result()
+    gate.freed.clear()
+    return _FREED
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def _next_before(inbox: Channel[Window | StreamEnd], remaining_s: float) -> Window | StreamEnd:
+    try:
+        return inbox.get_nowait()
+    except asyncio.QueueEmpty:
+        pass
+    if remaining_s <= 0:
+        raise TimeoutError
+    async with asyncio.timeout(remaining_s):
+        return await inbox.get()
