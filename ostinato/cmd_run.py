@@ -71,6 +71,9 @@ def register(sub: Any) -> None:
     g.add_argument("--no-frontend-cache", action="store_true",
                    help="run whole windows with per-window normalisation instead of each stream's cached conv "
                         "front end with running statistics (split exports; docs/streaming.md)")
+    g.add_argument("--no-kv-cache", action="store_true",
+                   help="run each window's left context through the transformer again instead of attending to "
+                        "the stream's cached keys/values (exports with encoder_cached.onnx; docs/streaming.md)")
     g.add_argument("--shutdown-timeout-s", type=float, default=10.0, help="drain limit on stop (default 10)")
     g = p.add_argument_group("reporting")
     g.add_argument("--summary-json", type=Path, default=None, help="write the run summary as JSON here")
@@ -179,7 +182,8 @@ async def _run(args: argparse.Namespace) -> int:
     stage = InferenceStage.from_dir(
         args.model, workers=args.workers, provider=args.provider, intra_op_threads=args.threads,
         config=InferenceConfig(batch_size=args.batch_size, max_wait_ms=args.max_wait_ms, max_lag_s=max_lag_s,
-                               output=args.output, **({"frontend": None} if args.no_frontend_cache else {})),
+                               output=args.output, **({"frontend": None} if args.no_frontend_cache else {}),
+                               **({"kv": None} if args.no_kv_cache else {})),
         metrics=metrics,
     )
     try:
@@ -219,6 +223,8 @@ def _print_header(args: argparse.Namespace, model: Any, config: Any, sources: li
           f"{w.receptive_field_samples - w.frame_stride_samples} = {w.window_samples} samples "
           f"(added latency {w.added_latency_s * 1000:.0f} ms)", file=err)
     path = "conv front end cached per stream, running statistics" if stage.frontend_cache else "whole windows"
+    if stage.kv_cache is not None:
+        path += "; transformer over hop + right context with cached left-context K/V"
     print(f"compute  {path}", file=err)
     print(f"streams  {', '.join(s.stream_id for s in sources)}", file=err)
 

@@ -165,3 +165,16 @@ def test_frontend_cache_is_the_default_for_split_exports_and_can_be_turned_off(
     assert "compute  whole windows" in capsys.readouterr().err
     a, b = np.load(cached), np.load(whole)
     assert a.shape == b.shape and not np.allclose(a, b, atol=1e-4)  # running vs per-window statistics
+
+
+def test_kv_cache_is_the_default_for_cached_encoders_and_can_be_turned_off(
+        tiny_w2v_dir: Path, wav: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kv, plain = tmp_path / "kv.npy", tmp_path / "plain.npy"
+    assert main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
+                 "--out", str(kv)]) == 0
+    assert "cached left-context K/V" in capsys.readouterr().err
+    assert main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
+                 "--no-kv-cache", "--out", str(plain)]) == 0
+    err = capsys.readouterr().err
+    assert "conv front end cached per stream" in err and "K/V" not in err
+    assert np.load(kv).shape == np.load(plain).shape  # same frames either way
