@@ -15,6 +15,7 @@ import torch
 
 from ostinato.export import quantize, specs
 from ostinato.export._w2v_patch import matmul_front_end
+from ostinato.export._w2v_posconv import spectral_pos_conv
 from ostinato.export._w2v_source import GraphModule, SourceModel
 from ostinato.export.errors import ExportError
 from ostinato.export.validate import ValidationCase, make_cases, validate_onnx
@@ -31,6 +32,7 @@ __all__ = [
     "providers_for",
     "quiet_export",
     "recipe_front_end",
+    "recipe_pos_conv",
     "trace_input",
 ]
 
@@ -53,6 +55,8 @@ def quiet_export() -> Iterator[None]:
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # type: ignore[attr-defined]
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message=".*The feature will be removed.*")
+        # F.pad's reversed pad list (a step -1 Slice) of the spectral positional conv.
+        warnings.filterwarnings("ignore", message=".*Only steps=1 can be constant folded.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\..*")
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torch|transformers)\..*")
         yield
@@ -86,10 +90,21 @@ def export_fp32(
 
 @contextlib.contextmanager
 def recipe_front_end(source: SourceModel, recipe: quantize.Int8Recipe | None) -> Iterator[None]:
-    """While tracing: the conv layers of an int8 ``recipe`` rewritten as MatMuls (none without one)."""
+    """While tracing: the rewrites of an int8 ``recipe`` (none without one).
+
+    The conv layers it names become MatMuls, and the positional convolution DFT products
+    (:func:`recipe_pos_conv`).
+    """
     num_conv = len(source.hf_config.conv_kernel)
     front_end = tuple(x for x in recipe.front_end_layers if x < num_conv) if recipe else ()
-    with matmul_front_end(source.model, front_end, recipe.frame_scaled if recipe else False):
+    with matmul_front_end(source.model, front_end, recipe.frame_scaled if recipe else False), recipe_pos_conv(source, recipe):
+        yield
+
+
+@contextlib.contextmanager
+def recipe_pos_conv(source: SourceModel, recipe: quantize.Int8Recipe | None) -> Iterator[None]:
+    """While tracing: the positional convolution as DFT products if an int8 ``recipe`` asks."""
+    with spectral_pos_conv(source.model, bool(recipe and recipe.spectral_pos_conv)):
         yield
 
 

@@ -29,7 +29,9 @@ import numpy.typing as npt
 import torch
 
 from ostinato.export import quantize
-from ostinato.export._w2v_graph import convert_graph, providers_for, quiet_export, recipe_front_end, trace_input
+from ostinato.export._w2v_graph import (
+    convert_graph, providers_for, quiet_export, recipe_front_end, recipe_pos_conv, trace_input,
+)
 from ostinato.export._w2v_source import GraphModule, SourceModel
 from ostinato.export.validate import ValidationCase, validate_runner
 from ostinato.runtime.w2v_frontend import window_stats
@@ -146,7 +148,7 @@ def _trace(
             opset_version=opset, do_constant_folding=True, dynamo=False,
         )
         conv = front(*args)
-    with torch.no_grad(), quiet_export(), _encoder_only(source.model):
+    with torch.no_grad(), quiet_export(), _encoder_only(source.model), recipe_pos_conv(source, recipe):
         torch.onnx.export(
             module, (conv,), str(encoder_path), input_names=[CONV_FEATURES], output_names=module.output_names,
             dynamic_axes={CONV_FEATURES: {0: "batch_size", 1: "num_frames"},
