@@ -19,9 +19,13 @@
    seconds / process CPU seconds. Like 4. it measures CPU time, so it survives a shared
    machine better than 3.; unlike 4. it includes everything the pipeline does.
 
-``--cache on|off|both`` picks the inference path of the latency and capacity parts (split
-models; ``off`` = whole windows through ``model.onnx``). The overhead part always compares
-the uncached pipeline with plain ``run_batch`` on the same windows.
+``--cache`` picks the inference paths of the latency, capacity and throughput parts (a comma
+list): ``off`` = whole windows through ``model.onnx``, ``conv`` = the conv-frame cache (split
+models), ``kv`` = conv cache + left-context K/V cache (exports with ``encoder_cached.onnx``:
+the transformer runs only each window's hop + right context), ``on`` = the stage's default
+(``kv`` where the model has it, else ``conv``), ``both`` = ``off,on``, ``all`` = ``off,conv,kv``.
+The cost part measures every path the model has. The overhead part always compares the
+uncached pipeline with plain ``run_batch`` on the same windows.
 
 Prints JSON lines and a markdown table; ``--results bench/RESULTS.md`` rewrites this
 benchmark's section there. The machine may be shared: compare ratios from one run.
@@ -46,8 +50,11 @@ import numpy as np
 from ostinato.runtime import Wav2Vec2Model
 from ostinato.runtime.audio import load_audio
 from ostinato.runtime.w2v_frontend import FrontEndConfig
+from ostinato.runtime.w2v_kv import KVConfig
 from ostinato.stream.frames import StreamFeatures, Window
+from ostinato.stream.frontend_cache import ConvFrameCache
 from ostinato.stream.infer import InferenceConfig, InferenceStage
+from ostinato.stream.kv_cache import KVCache
 from ostinato.stream.pipeline import Pipeline, PipelineConfig
 from ostinato.stream.sinks import CallbackSink
 from ostinato.stream.sources import ArraySource
@@ -89,10 +96,12 @@ def _raw_seconds(models: list[Wav2Vec2Model], audios: list[np.ndarray], config: 
 
 async def _pipeline(models: list[Wav2Vec2Model], audios: list[np.ndarray], config: WindowerConfig, batch: int,
                     realtime: bool, max_lag_s: float = float("inf"), workers: int = 1,
-                    cache: bool = False) -> tuple[float, Any, list[StreamFeatures]]:
+                    cache: str = "off") -> tuple[float, Any, list[StreamFeatures]]:
     got: list[StreamFeatures] = []
-    frontend = FrontEndConfig() if cache else None
-    stage = InferenceStage(models[:workers], InferenceConfig(batch_size=batch, max_wait_ms=5.0, max_lag_s=max_lag_s, frontend=frontend))
+    frontend = FrontEndConfig() if cache != "off" else None
+    kv = KVConfig() if cache == "kv" else None
+    stage = InferenceStage(models[:workers], InferenceConfig(batch_size=batch, max_wait_ms=5.0, max_lag_s=max_lag_s,
+                                                             frontend=frontend, kv=kv))
     sources = [ArraySource(a, stream_id=f"s{i}", block_samples=1600, realtime=realtime) for i, a in enumerate(audios)]
     pipeline = Pipeline(sources, stage, [CallbackSink(got.append)], PipelineConfig(windower=config))
     started = time.perf_counter()
@@ -105,7 +114,7 @@ def bench_overhead(models: list[Wav2Vec2Model], config: WindowerConfig, args: ar
     raw, piped, batch_means = [], [], []
     for _ in range(args.repeats):
         raw.append(_raw_seconds(models, audios, config, args.batch_size))
-        seconds, summary, _ = asyncio.run(_pipeline(models, audios, config, args.batch_size, realtime=False))
+        seconds, summary, _ = asyncio.run(_pipeline(models, audios, config, args.batch_size, realtime=False, cache="off"))
         piped.append(seconds)
         batch_means.append(summary.mean_batch_size)
     ratios = [p / r for p, r in zip(piped, raw, strict=True)]
@@ -118,11 +127,15 @@ def bench_overhead(models: list[Wav2Vec2Model], config: WindowerConfig, args: ar
     })
 
 
-def _modes(models: list[Wav2Vec2Model], args: argparse.Namespace) -> list[bool]:
-    """Cache settings to run: on/off/both, where the model has the split graph."""
-    if not models[0].has_split:
-        return [False]
-    return {"on": [True], "off": [False], "both": [False, True]}[args.cache]
+def _modes(models: list[Wav2Vec2Model], args: argparse.Namespace) -> list[str]:
+    """Inference paths to run (off / conv / kv), those the model has."""
+    model = models[0]
+    if not model.has_split:
+        return ["off"]
+    on = "kv" if model.has_cached_encoder else "conv"
+    aliases = {"on": [on], "both": ["off", on], "all": ["off", "conv", "kv"]}
+    names = [x for part in args.cache.split(",") for x in aliases.get(part, [part])]
+    return [x for x in dict.fromkeys(names) if x != "kv" or model.has_cached_encoder]
 
 
 def _latency_record(bench: str, n: int, config: WindowerConfig, summary: Any, got: list[StreamFeatures]) -> dict[str, Any]:
@@ -153,7 +166,7 @@ def bench_capacity(models: list[Wav2Vec2Model], config: WindowerConfig, args: ar
     return [_capacity(models, config, args, cache) for cache in _modes(models, args)]
 
 
-def _capacity(models: list[Wav2Vec2Model], config: WindowerConfig, args: argparse.Namespace, cache: bool) -> dict[str, Any]:
+def _capacity(models: list[Wav2Vec2Model], config: WindowerConfig, args: argparse.Namespace, cache: str) -> dict[str, Any]:
     best, rows = 0, []
     hop_ms = config.hop_samples / config.sample_rate * 1000
     for n in args.capacity_streams:
@@ -220,6 +233,8 @@ def bench_cost(models: list[Wav2Vec2Model], default: WindowerConfig, args: argpa
         x = np.stack([w.samples for w in windows])
         if models[0].has_split:
             rows += _cost_cached(models[0], name, config, windows, args)
+        if models[0].has_cached_encoder and name != "seed":  # seed: one frame of left context, nothing to cache
+            rows += _cost_kv(models[0], name, config, args)
         for batch in (1, args.batch_size):
             models[0].run_batch(x[:batch])  # warm-up for this shape
             cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -266,6 +281,36 @@ def _cost_cached(model: Wav2Vec2Model, name: str, config: WindowerConfig, window
     return rows
 
 
+def _cost_kv(model: Wav2Vec2Model, name: str, config: WindowerConfig, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """CPU per window with conv + K/V caches: ``batch`` streams side by side (a stream's windows
+    depend on each other), each window's front end for its hop, the transformer over hop + right
+    context. Timed from the first window with a full left context (the stream start runs
+    untimed: its windows carry extra right context and load the session)."""
+    rows = []
+    for batch in (1, args.batch_size):
+        streams = [[w for w in Windower(config, f"s{j}").push(demo_audio(args.cost_seconds, j))
+                    if w.num_samples == config.window_samples] for j in range(batch)]
+        front, kv = ConvFrameCache(FrontEndConfig(), 320), KVCache(KVConfig(), 320)
+        left = config.left_context_samples // 320
+        front_s = enc_s = wall_s = 0.0
+        n = encoded = 0
+        for k in range(min(map(len, streams))):
+            ws = [s[k] for s in streams]
+            t0, w0 = time.process_time(), time.perf_counter()
+            conv = front.conv_batch(model, ws)
+            t1 = time.process_time()
+            _, frames = kv.encode(model, ws, conv, model.default_output, front)
+            if ws[0].core_start_frame - ws[0].start_sample // 320 == left:
+                front_s, enc_s, wall_s = front_s + t1 - t0, enc_s + time.process_time() - t1, wall_s + time.perf_counter() - w0
+                n, encoded = n + len(ws), encoded + frames
+        split = {"frontend_cpu_ms_per_window": round(front_s / n * 1000, 1), "encoder_cpu_ms_per_window": round(enc_s / n * 1000, 1),
+                 "transformer_frames_per_window": round(encoded / n, 1), "window_frames": config.window_samples // 320,
+                 "kv_bytes_per_stream": kv.nbytes // batch}
+        row = _cost_row(name, config, batch, n, front_s + enc_s, wall_s, split)
+        rows.append(_emit({**row, "cache": "kv"}))
+    return rows
+
+
 def _table(overhead: dict[str, Any] | None, latency: list[dict[str, Any]], capacity: list[dict[str, Any]],
            cost: list[dict[str, Any]], args: argparse.Namespace, config: WindowerConfig,
            throughput: list[dict[str, Any]] | None = None) -> str:
@@ -303,7 +348,8 @@ def _table(overhead: dict[str, Any] | None, latency: list[dict[str, Any]], capac
 
 
 def _cache_label(row: dict[str, Any]) -> str:
-    return ", conv cache" if row.get("cache") else ", whole windows"
+    cache = row.get("cache")
+    return ", conv + K/V cache" if cache == "kv" else ", conv cache" if cache in (True, "conv") else ", whole windows"
 
 
 def _write_results(path: Path, table: str) -> None:
@@ -333,8 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--capacity-batch", type=int, default=8)
     p.add_argument("--max-lag-s", type=float, default=2.0)
     p.add_argument("--cost-seconds", type=float, default=12.0, help="audio for the CPU-per-window part")
-    p.add_argument("--cache", choices=("on", "off", "both"), default="on",
-                   help="conv-frame cache for the latency/capacity parts (split models only)")
+    p.add_argument("--cache", default="on",
+                   help="inference paths for the latency/capacity/throughput parts: comma list of off, conv, kv, "
+                        "on (the stage default: kv where the model has it), both (off,on), all (off,conv,kv)")
     p.add_argument("--throughput-streams", type=int, default=0,
                    help="streams of --cost-seconds audio for the throughput part (0: skip it)")
     p.add_argument("--skip", default="", help="comma list of parts to skip: overhead,latency,capacity,cost,throughput")

@@ -5,9 +5,12 @@ For each model and each window context, the audio runs through the real pipeline
 pass of the model over the whole input. Frame counts and timestamps must be identical; the
 cosine shows what context buys. Prints JSON lines and a markdown table.
 
-Models with the split graph can be streamed both ways (``--cache both``; default ``on``): ``window`` = whole
-windows through ``model.onnx`` with each window's own normalisation statistics, ``running``
-= the conv-frame cache with running statistics of the stream so far (the default path).
+Models with the split graph can be streamed several ways (``--cache``, a comma list; default
+``on``, the stage's default path): ``off`` = whole windows through ``model.onnx`` with each
+window's own normalisation statistics (``window``), ``conv`` = the conv-frame cache with running
+statistics of the stream so far, the transformer over whole windows (``running``), ``kv`` = the
+same plus the left-context K/V cache (transformer over hop + right context only, exports with
+``encoder_cached.onnx``); ``on`` = ``kv`` where the model has it, else ``conv``; ``both`` = ``off,on``.
 
     python bench/fidelity_stream.py --model /tmp/w2v-base-fp32 --model /tmp/tiny-fp32
 """
@@ -27,6 +30,7 @@ import numpy as np
 from ostinato.runtime import Wav2Vec2Model
 from ostinato.runtime.audio import load_audio
 from ostinato.runtime.w2v_frontend import FrontEndConfig
+from ostinato.runtime.w2v_kv import KVConfig
 from ostinato.stream.frames import StreamFeatures
 from ostinato.stream.infer import InferenceConfig, InferenceStage
 from ostinato.stream.pipeline import Pipeline, PipelineConfig
@@ -38,10 +42,11 @@ DEFAULT_AUDIO = Path(__file__).resolve().parent.parent / "ostinato" / "data" / "
 
 
 async def _stream(model: Wav2Vec2Model, audio: np.ndarray, config: WindowerConfig, output: str,
-                  cache: bool) -> tuple[np.ndarray, np.ndarray]:
+                  cache: str) -> tuple[np.ndarray, np.ndarray]:
     got: list[StreamFeatures] = []
-    frontend = FrontEndConfig() if cache else None
-    stage = InferenceStage([model], InferenceConfig(batch_size=4, max_lag_s=float("inf"), output=output, frontend=frontend))
+    frontend = FrontEndConfig() if cache != "off" else None
+    kv = KVConfig() if cache == "kv" else None
+    stage = InferenceStage([model], InferenceConfig(batch_size=4, max_lag_s=float("inf"), output=output, frontend=frontend, kv=kv))
     source = ArraySource(audio, block_samples=1600, stream_id="fidelity")
     await Pipeline([source], stage, [CallbackSink(got.append)], PipelineConfig(windower=config)).run()
     return np.concatenate([f.frames for f in got]), np.concatenate([f.start_samples for f in got])
@@ -59,7 +64,7 @@ def measure(
     """One row per (output, statistics, hop, left, right)."""
     rows = []
     with Wav2Vec2Model.from_dir(model_dir, provider="cpu") as model:
-        modes = {"on": [True], "off": [False], "both": [False, True]}[cache] if model.has_split else [False]
+        modes = _modes(model, cache)
         for output in outputs or [model.default_output]:
             if output in model.output_names:
                 for mode in modes:
@@ -67,9 +72,21 @@ def measure(
     return rows
 
 
+def _modes(model: Wav2Vec2Model, spec: str) -> list[str]:
+    """``--cache`` as a list of paths this model can run (off / conv / kv)."""
+    if not model.has_split:
+        return ["off"]
+    on = "kv" if model.has_cached_encoder else "conv"
+    names = [x for part in spec.split(",") for x in {"on": [on], "both": ["off", on]}.get(part, [part])]
+    return [x for x in dict.fromkeys(names) if x != "kv" or model.has_cached_encoder]
+
+
+_STATS = {"off": "window", "conv": "running (conv cache)", "kv": "running (conv + K/V cache)"}
+
+
 def _measure_output(
     model: Wav2Vec2Model, model_dir: Path, audio: np.ndarray, contexts: list[tuple[float, float, float]], output: str,
-    cache: bool,
+    cache: str,
 ) -> list[dict[str, Any]]:
     rows = []
     offline = model.run_batch(audio[None, :], [output])[output][0]
@@ -82,7 +99,7 @@ def _measure_output(
         rows.append({
             "bench": "stream_fidelity", "model": model_dir.name, "source": model.manifest.source,
             "norm": f"{model.manifest.feat_extract_norm}, per-window input normalisation={model.manifest.normalize_input}",
-            "output": output, "stats": "running (conv cache)" if cache else "window", "hop_s": hop_s,
+            "output": output, "stats": _STATS[cache], "hop_s": hop_s,
             "left_context_s": config.left_context_samples / 16000, "right_context_s": config.right_context_samples / 16000,
             "added_latency_s": round(config.added_latency_s, 3), "window_s": config.window_samples / 16000,
             "frames": int(len(starts)), "frames_offline": int(len(offline_starts)),
@@ -103,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--contexts", default="0,0.25,0.5,1,2", help="symmetric left=right contexts in seconds")
     p.add_argument("--extra", default="1:0.24,1:0.48,2:0.48",
                    help="asymmetric LEFT:RIGHT[:HOP] contexts to add (HOP defaults to --hop-s)")
-    p.add_argument("--cache", choices=("on", "off", "both"), default="on",
-                   help="split models: running statistics + conv cache, per-window statistics, or both")
+    p.add_argument("--cache", default="on",
+                   help="comma list of off, conv, kv, on (kv if the model has it, else conv), both (off,on)")
     p.add_argument("--output", action="append", default=None, help="model output(s) to compare (default: last layer)")
     args = p.parse_args(argv)
     audio, _ = load_audio(args.audio, 16000)
