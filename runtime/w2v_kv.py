@@ -7,10 +7,10 @@ frames, kept from the windows that computed them as *core* frames. Right-context
 not kept: the next window computes them again as its core, with their own right context.
 
 :class:`KVState` is one stream's bounded ring of those keys/values: at most
-``KVConfig.max_past_frames`` frames x layers x 2 x hidden float32 (base: 72 KiB per frame,
-so 3.6 MiB for the default 1 s of left context, 36 MiB at the 512-frame bound); the ring
-grows to what the stream's windows ask for, never beyond the bound. Frames are appended in
-order; a gap (a dropped or failed window) makes the next window start a new past
+``KVConfig.max_past_frames`` frames x layers x 2 x hidden float32 (base: 72 KiB per frame;
+it keeps one window's frames: 99 at the default geometry, 7 MiB), in a buffer twice that size
+(14 MiB; 72 MiB at the 512-frame bound) so that a past is a view, never gathered. Frames are
+appended in order; a gap (a dropped or failed window) makes the next window start a new past
 (:meth:`KVState.restart`, counted).
 """
 
@@ -68,20 +68,26 @@ class KVLayout:
 
 
 class KVState:
-    """One stream's ring of per-layer keys/values of its newest core frames.
+    """One stream's buffer of per-layer keys/values of its newest core frames.
 
-    The ring holds frames ``[first_frame, next_frame)`` (contiguous). Not thread-safe: the
-    stage keeps at most one window per stream in flight, which serialises every access.
+    Holds frames ``[first_frame, next_frame)`` (contiguous, at most :attr:`capacity`), stored
+    in order in a buffer twice that long, so a past is always a view (no gather): appending
+    writes behind the newest frame, and only when the buffer's end is reached are the kept
+    frames moved to its front (amortised: about one frame copied per frame stored). Not
+    thread-safe: the stage keeps at most one window per stream in flight, which serialises
+    every access.
 
     Args:
         layout: Past shape.
-        config: Bound of the ring.
+        config: Bound of the buffer.
     """
 
     def __init__(self, layout: KVLayout, config: KVConfig) -> None:
         self.layout = layout
         self.config = config
-        self._ring = np.zeros((layout.num_layers, 2, layout.num_heads, 0, layout.head_dim), np.float32)
+        self._buf = np.zeros((layout.num_layers, 2, layout.num_heads, 0, layout.head_dim), np.float32)
+        self._capacity = 0
+        self._start = 0  # buffer index of first_frame
         self.restarts = 0
         self.frames_stored = 0
         self.next_frame = 0
@@ -89,16 +95,20 @@ class KVState:
 
     @property
     def capacity(self) -> int:
-        """Frames the ring holds now (grows on demand up to ``max_past_frames``)."""
-        return int(self._ring.shape[3])
+        """Frames the state keeps now (grows on demand up to ``max_past_frames``)."""
+        return self._capacity
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the ring."""
-        return int(self._ring.nbytes)
+        """Bytes held by the buffer (twice :attr:`capacity` frames)."""
+        return int(self._buf.nbytes)
+
+    @property
+    def _count(self) -> int:
+        return self.next_frame - self.first_frame
 
     def has(self, first: int, end: int) -> bool:
-        """Whether frames ``[first, end)`` are all in the ring and end where the ring ends."""
+        """Whether frames ``[first, end)`` are all kept and end where the kept frames end."""
         return end == self.next_frame and self.first_frame <= first <= end
 
     def restart(self, first: int) -> None:
@@ -106,45 +116,50 @@ class KVState:
         if self.frames_stored:
             self.restarts += 1
         self.first_frame = self.next_frame = first
+        self._start = 0
 
     def past(self, first: int, end: int) -> npt.NDArray[np.float32]:
-        """Keys/values of frames ``[first, end)``: ``[layers, 2, heads, end - first, head_dim]``.
+        """Keys/values of frames ``[first, end)``: a view ``[layers, 2, heads, end - first, head_dim]``.
 
         Raises:
-            ValueError: Not all of those frames are in the ring.
+            ValueError: Not all of those frames are kept.
         """
         if not self.has(first, end):
             raise ValueError(f"past [{first}, {end}) not cached (ring holds [{self.first_frame}, {self.next_frame}))")
-        idx = np.arange(first, end) % max(self.capacity, 1)
-        return self._ring[:, :, :, idx]
+        a = self._start + first - self.first_frame
+        return self._buf[:, :, :, a : a + end - first]
 
     def store(self, first: int, present: npt.NDArray[np.float32], want: int) -> None:
         """Append frames ``[first, first + n)`` (``present [layers, 2, heads, n, head_dim]``).
 
         ``first`` must be :attr:`next_frame` (call :meth:`restart` first otherwise). ``want``
-        is how many past frames the stream's windows ask for: the ring grows to it (bounded).
+        is how many past frames the stream's windows ask for: the buffer grows to it (bounded).
         """
         if first != self.next_frame:
             raise ValueError(f"K/V must be stored in order: got frame {first}, expected {self.next_frame}")
         self._grow(min(max(want, 1), self.config.max_past_frames))
-        n = present.shape[3]
-        size = self.capacity
-        keep = present[:, :, :, -size:]
-        idx = np.arange(first + n - keep.shape[3], first + n) % size
-        self._ring[:, :, :, idx] = keep
-        self.next_frame = first + n
-        self.first_frame = max(self.first_frame, self.next_frame - size)
-        self.frames_stored += n
+        size = self._capacity
+        new = present[:, :, :, -size:]
+        n = new.shape[3]
+        keep = min(self._count, size - n)
+        old_end = self._start + self._count
+        if old_end + n > self._buf.shape[3]:  # move the kept frames to the front
+            self._buf[:, :, :, :keep] = self._buf[:, :, :, old_end - keep : old_end].copy()
+            self._start, old_end = 0, keep
+        else:
+            self._start = old_end - keep
+        self._buf[:, :, :, old_end : old_end + n] = new
+        self.next_frame = first + present.shape[3]
+        self.first_frame = self.next_frame - keep - n
+        self.frames_stored += present.shape[3]
 
     def _grow(self, size: int) -> None:
-        old = self.capacity
-        if size <= old:
+        if size <= self._capacity:
             return
-        ring = np.zeros((*self._ring.shape[:3], size, self._ring.shape[4]), np.float32)
-        if old and self.next_frame > self.first_frame:
-            frames = np.arange(self.first_frame, self.next_frame)
-            ring[:, :, :, frames % size] = self._ring[:, :, :, frames % old]
-        self._ring = ring
+        buf = np.zeros((*self._buf.shape[:3], 2 * size, self._buf.shape[4]), np.float32)
+        count = self._count
+        buf[:, :, :, :count] = self._buf[:, :, :, self._start : self._start + count]
+        self._buf, self._capacity, self._start = buf, size, 0
 
 
 def cached_feeds(

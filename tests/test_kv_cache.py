@@ -128,7 +128,7 @@ def test_kv_ring_is_bounded_and_ordered() -> None:
     frames = rng.standard_normal((2, 2, 2, 100, 4)).astype(np.float32)
     for start in range(0, 100, 10):
         state.store(start, frames[:, :, :, start : start + 10], want=40)  # asks for more than the bound
-        assert state.capacity <= 16 and state.nbytes == state.capacity * layout.frame_bytes
+        assert state.capacity <= 16 and state.nbytes == 2 * state.capacity * layout.frame_bytes  # bounded
     assert state.capacity == 16 and (state.first_frame, state.next_frame) == (84, 100)
     np.testing.assert_array_equal(state.past(90, 100), frames[:, :, :, 90:100])
     assert state.has(84, 100) and not state.has(80, 100) and not state.has(90, 99)
@@ -150,6 +150,22 @@ def test_ring_grows_keeping_its_frames() -> None:
     state.store(5, frames[:, :, :, 5:12], want=12)
     assert state.capacity == 12
     np.testing.assert_array_equal(state.past(0, 12), frames[:, :, :, :12])
+
+
+def test_ring_views_match_the_stored_frames_under_any_chunking() -> None:
+    layout = KVLayout(num_layers=1, num_heads=1, head_dim=2, context_frames=4)
+    state = KVState(layout, KVConfig(max_past_frames=20))
+    rng = np.random.default_rng(3)
+    frames = rng.standard_normal((1, 2, 1, 2000, 2)).astype(np.float32)
+    pos = kept = 0
+    while pos < 1900:
+        n, want = int(rng.integers(1, 30)), int(rng.integers(5, 26))
+        state.store(pos, frames[:, :, :, pos : pos + n], want=want)
+        pos += n
+        kept = min(kept + n, state.capacity)
+        assert (state.first_frame, state.next_frame) == (pos - kept, pos)
+        np.testing.assert_array_equal(state.past(pos - kept, pos), frames[:, :, :, pos - kept : pos])
+    assert state.capacity == 20 and state.nbytes == 40 * layout.frame_bytes
 
 
 # --- the gate -------------------------------------------------------------------------------
