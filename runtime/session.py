@@ -68,6 +68,11 @@ class SessionConfig:
         graph_optimization: ``disable``, ``basic``, ``extended`` or ``all``.
         device_id: CUDA device index.
         name: Label for metrics and logs.
+        allow_spinning: Let idle pool threads spin (busy-wait) for the next operator instead
+            of sleeping. Off by default: on a shared or small CPU the spinning threads take
+            the cores from the pipeline's other threads (random:base int8 encoder, 2 threads,
+            loaded 2-core machine: 1.2-1.8x the wall time and 1.1-1.25x the CPU time of
+            non-spinning; ``bench/RESULTS.md``). One-thread sessions have no pool.
     """
 
     provider: str = "auto"
@@ -77,6 +82,7 @@ class SessionConfig:
     graph_optimization: str = "all"
     device_id: int = 0
     name: str = "model"
+    allow_spinning: bool = False
 
     def __post_init__(self) -> None:
         if self.provider not in _providers.PROVIDER_CHOICES:
@@ -105,6 +111,9 @@ class SessionConfig:
             else ort.ExecutionMode.ORT_SEQUENTIAL
         )
         options.graph_optimization_level = _OPT_LEVELS[self.graph_optimization]
+        spin = "1" if self.allow_spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         return options
 
 

@@ -89,6 +89,20 @@ def test_config_validation() -> None:
         SessionConfig(graph_optimization="max")
 
 
+@pytest.mark.parametrize(("spin", "entry"), [(False, "0"), (True, "1")])
+def test_thread_spinning_is_off_unless_asked(scale_model: Path, spin: bool, entry: str) -> None:
+    config = SessionConfig(intra_op_threads=2, allow_spinning=spin) if spin else SessionConfig(intra_op_threads=2)
+    options = config.session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == entry
+    session = Session.from_path(scale_model, config)
+    try:
+        y = session.run({"x": np.ones((2, 3), np.float32)})["y"]
+        assert np.array_equal(y, np.full((2, 3), 2.0, np.float32))
+    finally:
+        session.close()
+
+
 def test_resolve_providers() -> None:
     gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     cpu_build = ["CPUExecutionProvider"]
