@@ -46,6 +46,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "per-channel": {"per_channel": True},
     "reduce-range": {"reduce_range": True},
     "ort-optimizer": {"optimize": True},
+    "plain-pos-conv": {"spectral_pos_conv": False},
 }
 
 Runner = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]

@@ -133,7 +133,7 @@ def test_int8_fixture(tiny_w2v_int8_dir: Path, tiny_w2v_dir: Path, speech_like: 
     assert m.extra["conversion"]["recipe"]["front_end_layers"] == [1, 2, 3, 4, 5, 6]
     ops = {n.op_type for n in onnx.load(str(tiny_w2v_int8_dir / "model.onnx")).graph.node}
     assert "DynamicQuantizeLinear" in ops and ("MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops)
-    assert "Conv" in ops  # conv layer 0 and the positional conv stay fp32
+    assert "Conv" in ops  # conv layer 0 stays fp32 (the positional conv is DFT MatMuls: test_w2v_posconv.py)
     x = _normalized(speech_like(1.5, seed=3)[None])
     cos = frame_cosine(_run(tiny_w2v_int8_dir, x)["hidden_state_2"], _run(tiny_w2v_dir, x)["hidden_state_2"])
     assert cos.mean() > 0.99 and cos.min() > 0.9
