@@ -227,8 +227,9 @@ def bench_cost(models: list[Wav2Vec2Model], default: WindowerConfig, args: argpa
     """CPU time per window (one session, one thread): a load-independent capacity estimate."""
     rows = []
     audio = demo_audio(args.cost_seconds, 0)
-    for name in _PRESETS:
-        config = _preset_config(name, default)
+    extra = {f"left{left:g}-right{right:g}": (0.5, left, right) for left, right in args.cost_extra}
+    for name in [*_PRESETS, *extra]:
+        config = WindowerConfig.from_seconds(*extra[name]) if name in extra else _preset_config(name, default)
         windows = [w for w in Windower(config).push(audio) if w.num_samples == config.window_samples]
         x = np.stack([w.samples for w in windows])
         if models[0].has_split:
@@ -379,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--capacity-batch", type=int, default=8)
     p.add_argument("--max-lag-s", type=float, default=2.0)
     p.add_argument("--cost-seconds", type=float, default=12.0, help="audio for the CPU-per-window part")
+    p.add_argument("--cost-extra", type=lambda s: [tuple(float(v) for v in x.split(":")) for x in s.split(",") if x],
+                   default=[], help="more LEFT:RIGHT geometries (seconds, hop 0.5 s) for the cost part, e.g. 1:0.24,4:0.24")
     p.add_argument("--cache", default="on",
                    help="inference paths for the latency/capacity/throughput parts: comma list of off, conv, kv, "
                         "on (the stage default: kv where the model has it), both (off,on), all (off,conv,kv)")

@@ -66,7 +66,9 @@ CACHED_FILE = "encoder_cached.onnx"
 PAST_NAME = "past_key_values"
 PRESENT_NAME = "present_key_values"
 _INPUTS = ["conv_features", "context_mask", PAST_NAME, "past_mask"]
-_MASKED = -1e9  # attention bias of a padded past frame: exp() underflows to exactly 0
+# Attention bias of a padded past frame: exp() underflows to exactly 0 in fp32 and fp16 (-1e4
+# is within fp16's range, where -1e9 would become -inf and 0 * -inf a NaN for real frames).
+_MASKED = -1e4
 
 
 def context_frames(hf_config: Any) -> int:

@@ -67,8 +67,7 @@ class Wav2Vec2Model(Closing):
             (n for n in ("last_hidden_state", "logits") if n in self.output_names), self.output_names[0]
         )
         self._session: Session | None = None
-        self._split: tuple[Session, Session] | None = None
-        self._cached: Session | None = None
+        self._roles: dict[str, Session] = {}  # frontend / encoder / encoder_cached, loaded on demand
         self._unloaded = False
         self._lock = threading.Lock()
         self._vocab: list[str] | None = None
@@ -107,19 +106,25 @@ class Wav2Vec2Model(Closing):
     def load(self) -> None:
         """Create the ONNX Runtime sessions (done by the constructor; idempotent).
 
-        Split exports (``frontend.onnx`` + ``encoder.onnx``) load those two, which is all the
-        live pipeline runs; their ``model.onnx`` loads on the first :meth:`run_batch` (offline
-        features), so a streaming process does not hold the weights twice. Older exports load
-        ``model.onnx``.
+        Split exports load ``frontend.onnx`` and the encoder the live pipeline runs
+        (``encoder_cached.onnx`` where the export has it, else ``encoder.onnx``); the other
+        graphs load on first use (``model.onnx`` on the first :meth:`run_batch`, ``encoder.onnx``
+        on the first :meth:`encode`), so a streaming process holds the weights once. Older
+        exports load ``model.onnx``.
         """
         with self._lock:
             self._unloaded = False
-            if self._session is not None or self._split is not None:
+            if self._session is not None or self._roles:
                 return
             if self.manifest.random_init:
                 logger.info("%s uses RANDOM weights (not trained)", self.directory)
         if self.has_split:
-            self._split_sessions()
+            try:
+                self._role("frontend")
+                self._role(self._main_role)
+            except BaseException:  # the front end loaded, the encoder did not
+                self.unload()
+                raise
         else:
             self._whole_session()
 
@@ -130,34 +135,33 @@ class Wav2Vec2Model(Closing):
             if self._session is not None:
                 self._session.close()
                 self._session = None
-            if self._split is not None:
-                for session in self._split:
-                    session.close()
-                self._split = None
-            if self._cached is not None:
-                self._cached.close()
-                self._cached = None
+            for session in self._roles.values():
+                session.close()
+            self._roles = {}
 
     close = unload
 
     @property
     def loaded(self) -> bool:
         """Whether the model is loaded (not :meth:`unload`-ed)."""
-        return not self._unloaded and (self._session is not None or self._split is not None)
+        return not self._unloaded and (self._session is not None or bool(self._roles))
+
+    @property
+    def loaded_graphs(self) -> tuple[str, ...]:
+        """Roles (``files`` keys) whose sessions are loaded now, e.g. ``("frontend", "encoder_cached")``."""
+        return (*(("model",) if self._session is not None else ()), *sorted(self._roles))
 
     @property
     def session(self) -> Session:
-        """The main loaded session (``model.onnx``'s, or the encoder's for a split export that
-        has not run :meth:`run_batch`): its providers and fallback are the model's.
+        """The main loaded session (``model.onnx``'s, or the streaming encoder's for a split export
+        that has not run :meth:`run_batch`): its providers and fallback are the model's.
 
         Raises:
             SessionError: After :meth:`unload`.
         """
         self._check_loaded()
-        session = self._session or (self._split[1] if self._split is not None else None)
-        if session is None:  # pragma: no cover - load() always creates one
-            session = self._whole_session()
-        return session
+        session = self._session or self._roles.get(self._main_role)
+        return session if session is not None else self._whole_session()
 
     def _check_loaded(self) -> None:
         if self._unloaded:
@@ -173,7 +177,7 @@ class Wav2Vec2Model(Closing):
 
 
     def __del__(self) -> None:
-        if any(getattr(self, a, None) is not None for a in ("_session", "_split", "_cached")):
+        if getattr(self, "_session", None) is not None or getattr(self, "_roles", None):
             warnings.warn(
                 f"Wav2Vec2Model {str(self.directory)!r} was not closed",
                 ResourceWarning,
@@ -345,7 +349,7 @@ class Wav2Vec2Model(Closing):
         stats = stats if stats is not None else window_stats(x, self.manifest.normalize_input, self.patch_geometry)
         if stats.rows != x.shape[0]:
             raise InputError(f"stats have {stats.rows} row(s) for a batch of {x.shape[0]}")
-        front, _ = self._split_sessions()
+        front = self._role("frontend")
         conv: npt.NDArray[np.float32] = front.run({"input_values": x, **stats.feeds()}, ["conv_features"])["conv_features"]
         return conv
 
@@ -363,7 +367,7 @@ class Wav2Vec2Model(Closing):
                 f"conv_features {conv_features.dtype} {conv_features.shape}; expected float32 [B, T, {self.conv_dim}]"
             )
         names = self._output_list(outputs)
-        _, enc = self._split_sessions()
+        enc = self._role("encoder")
         out: dict[str, npt.NDArray[np.float32]] = enc.run({"conv_features": conv_features}, names)
         return out
 
@@ -397,19 +401,20 @@ class Wav2Vec2Model(Closing):
             The requested outputs ``[B, N, H]`` for the new frames and ``present_key_values``.
         """
         names = [*self._output_list(outputs), "present_key_values"]
-        self._check_loaded()
-        with self._lock:
-            if self._cached is None:
-                config = dataclasses.replace(self.config, name=f"{self.config.name}-encoder_cached")
-                self._cached = Session.from_path(self.directory / self.manifest.files["encoder_cached"], config)
-            session = self._cached
-        out: dict[str, npt.NDArray[np.float32]] = session.run(feeds, names)
+        if not self.has_cached_encoder:
+            raise ManifestError(f"{str(self.directory)!r} has no cached encoder", hint="re-export the model with this ostinato")
+        out: dict[str, npt.NDArray[np.float32]] = self._role("encoder_cached").run(feeds, names)
         return out
 
-    def _split_sessions(self) -> tuple[Session, Session]:
-        split = self._split
-        if split is not None:
-            return split
+    @property
+    def _main_role(self) -> str:
+        return "encoder_cached" if self.has_cached_encoder else "encoder"
+
+    def _role(self, role: str) -> Session:
+        """The session of one split graph, created on first use."""
+        session = self._roles.get(role)
+        if session is not None:
+            return session
         if not self.has_split:
             raise ManifestError(
                 f"{str(self.directory)!r} has no frontend.onnx/encoder.onnx (exported before the split)",
@@ -417,19 +422,10 @@ class Wav2Vec2Model(Closing):
             )
         self._check_loaded()
         with self._lock:
-            if self._split is None:
-                sessions: list[Session] = []
-                try:
-                    for role in ("frontend", "encoder"):
-                        config = dataclasses.replace(self.config, name=f"{self.config.name}-{role}")
-                        sessions.append(Session.from_path(self.directory / self.manifest.files[role], config))
-                except BaseException:
-                    for session in sessions:  # the front end loaded, the encoder did not
-                        session.close()
-                    raise
-                self._split = (sessions[0], sessions[1])
-            split = self._split
-        return split
+            if role not in self._roles:
+                config = dataclasses.replace(self.config, name=f"{self.config.name}-{role}")
+                self._roles[role] = Session.from_path(self.directory / self.manifest.files[role], config)
+            return self._roles[role]
 
     def transcribe(self, audio: npt.NDArray[np.floating[Any]], sample_rate: int) -> str:
         """Greedy CTC transcription (``task = ctc`` models only)."""

@@ -299,8 +299,7 @@ async def _first_item(gate: StreamGate, inbox: Channel[Window | StreamEnd]) -> W
             await gate.freed.wait()
             gate.freed.clear()
             continue
-        assert isinstance(got, (Window, StreamEnd))  # narrowing for mypy; nothing else is queued
-        if gate.admit(got, set()):
+        if isinstance(got, (Window, StreamEnd)) and gate.admit(got, set()):
             return got
 
 

@@ -251,6 +251,8 @@ async def test_cached_path_runs_each_frame_once_per_hop_with_offline_frame_times
     assert recording.most_at_once == 1  # at most one window per stream in flight
     assert stage.stats.batches < len(everything)  # still batched across streams
     assert recording.streams == 0  # the rings went with the streams' ends
+    # A streaming process holds the weights once: encoder.onnx and model.onnx were never loaded.
+    assert model.loaded_graphs == ("encoder_cached", "frontend")
 
 
 async def test_whole_window_path_runs_the_left_context_again(model: Wav2Vec2Model, speech_like: Audio) -> None:

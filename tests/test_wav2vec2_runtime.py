@@ -170,11 +170,17 @@ def test_registry_and_damaged_models(tiny_w2v_dir: Path, tmp_path: Path) -> None
         assert isinstance(m, Wav2Vec2Model)
     broken = tmp_path / "broken"
     shutil.copytree(tiny_w2v_dir, broken)
-    for name in ("encoder.onnx", "model.onnx"):  # the split loads at once, model.onnx on first run_batch
+    # The front end and the streaming encoder (encoder_cached.onnx) load at once; encoder.onnx on
+    # the first encode(), model.onnx on the first run_batch().
+    for name in ("encoder_cached.onnx", "encoder.onnx", "model.onnx"):
         data = (tiny_w2v_dir / name).read_bytes()
         (broken / name).write_bytes(data[: len(data) // 3])
     with pytest.raises(ModelLoadError, match="cannot load"):
         Wav2Vec2Model.from_dir(broken, provider="cpu")
+    shutil.copy(tiny_w2v_dir / "encoder_cached.onnx", broken / "encoder_cached.onnx")
+    with Wav2Vec2Model.from_dir(broken, provider="cpu") as m:
+        with pytest.raises(ModelLoadError, match="cannot load"):
+            m.encode(m.frontend(np.zeros((1, 4000), np.float32)))
     shutil.copy(tiny_w2v_dir / "encoder.onnx", broken / "encoder.onnx")
     with Wav2Vec2Model.from_dir(broken, provider="cpu") as m:
         assert m.encode(m.frontend(np.zeros((1, 4000), np.float32))).keys() == set(m.output_names)
