@@ -37,10 +37,10 @@ from ostinato.stream.matcher import FeatureBlock, MatcherConfig, PatternMatcher 
 
 CACHE = Path.home() / ".cache" / "ostinato" / "matcher_eval"
 # Seeds: reported runs use --seed-base (default TEST_SEED); the log-mel defaults of
-# 2026-11-25 were tuned on streams 7001-7006 and controls 7101-7102 (TUNING_SEEDS), which a
+# 2026-11-25 were tuned on streams 7001-7006 and controls 7101-7106 (TUNING_SEEDS), which a
 # report must not reuse; baseline thresholds are calibrated on CAL_SEED.
 TEST_SEED, CAL_SEED = 20000, 5000
-TUNING_SEEDS = (*range(7001, 7007), 7101, 7102)
+TUNING_SEEDS = (*range(7001, 7007), *range(7101, 7107))
 
 
 def emit(record: dict[str, Any], out: Path | None) -> None:
@@ -317,6 +317,21 @@ def plots(results: dict[tuple[str, str], Score], cost: list[dict[str, Any]], fol
         fig.savefig(folder / "matcher_cost_vs_buffer.png", dpi=120)
 
 
+def from_jsonl(paths: list[Path]) -> tuple[dict[tuple[str, str], Score], list[dict[str, Any]]]:
+    """Per-stream records and cost rows of earlier runs (``--out``), merged."""
+    results: dict[tuple[str, str], Score] = {}
+    cost: list[dict[str, Any]] = []
+    for path in paths:
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if "stream" in r and "method" in r:
+                s = Score(r["tp"], r["fp"], r["fn"], list(r["latencies_s"]), [tuple(x) for x in r["scored"]], r["fp_on_negatives"], r["audio_s"])
+                results.setdefault((r["condition"], r["method"]), Score()).add(s)
+            elif "cost" in r:
+                cost.append(r)
+    return results, cost
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="short streams, 1 seed, small cost/library runs")
@@ -339,6 +354,8 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma list of: eval,cost,library")
     ap.add_argument("--out", type=Path, default=None, help="append JSON lines here")
     ap.add_argument("--plots", type=Path, default=Path(__file__).parent / "plots")
+    ap.add_argument("--from-jsonl", type=Path, nargs="*", default=None,
+                    help="no run: tables and plots from the JSON lines of earlier runs (--out files)")
     args = ap.parse_args()
     args.conditions = [c for c in args.conditions.split(",") if c]
     args.baselines = [b for b in args.baselines.split(",") if b]
@@ -349,6 +366,11 @@ def main() -> None:
     if args.control_seeds is None:
         args.control_seeds = args.seeds
     skip = set(args.skip.split(","))
+    if args.from_jsonl is not None:
+        results, cost = from_jsonl(args.from_jsonl)
+        print(tables(results, cost, None))
+        plots(results, cost, args.plots)
+        return
     emit({"run": "matcher_eval", "argv": sys.argv[1:], "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"), "note": "shared 2-core machine"}, args.out)
     results = evaluate(args) if "eval" not in skip else {}
     cost = cost_vs_buffer(args) if "cost" not in skip else []

@@ -34,6 +34,7 @@ from ostinato.stream.frame_norm import FrameNormalizer
 from ostinato.stream.frame_ring import FrameRing
 from ostinato.stream.matcher_config import FeatureBlock, MatcherConfig, MatcherStats
 from ostinato.stream.segment_index import SegmentIndex
+from ostinato.stream.verify import pair_evidence
 
 __all__ = ["FeatureBlock", "MatcherConfig", "MatcherInputError", "MatcherStats", "PatternMatcher"]
 
@@ -71,6 +72,7 @@ class PatternMatcher:
         self._input_dim = input_dim
         self._norm: FrameNormalizer | None = None
         self._ring: FrameRing | None = None
+        self._raw: FrameRing | None = None  # raw frames for the second-stage verification
         self._index: SegmentIndex | None = None
         c = self.config
         self._gate = c.activity_gate()
@@ -110,6 +112,8 @@ class PatternMatcher:
         self._input_dim = input_dim
         self._norm = c.frame_normalizer(input_dim)
         self._ring = FrameRing(c.frames(c.buffer_s), self._norm.dim)
+        if c.verify_min_evidence is not None:
+            self._raw = FrameRing(self._ring.capacity, input_dim)
         hop = c.frames(c.segment_hop_s)
         self._index = SegmentIndex(-(-self._ring.capacity // hop), self._norm.dim * c.segment_parts)
 
@@ -134,7 +138,8 @@ class PatternMatcher:
             return 0
         c = self.config
         tracks = c.max_tracks * c.frames(c.max_pattern_s) * 3 * 8
-        return self._ring.nbytes + self._index.nbytes + tracks
+        raw = self._raw.nbytes if self._raw is not None else 0
+        return self._ring.nbytes + raw + self._index.nbytes + tracks
 
     def _seconds(self, frame: int) -> float:
         return frame * self.config.frame_stride_samples / self.config.sample_rate
@@ -202,6 +207,8 @@ class PatternMatcher:
         active = self._gate.update(energy)
         unit = self._norm.normalize(frames, active)
         self._ring.write(unit, active)
+        if self._raw is not None:
+            self._raw.write(frames, active)
         self.stats.frames += int(frames.shape[0])
         self.stats.active_frames += int(active.sum())
         for track in self._tracks:
@@ -463,6 +470,9 @@ class PatternMatcher:
         if track.periodic or self._in_periodic_region(s, e):
             self.stats.rejected_periodic += 1
             return None
+        if not self._verified(track):
+            self.stats.rejected_verify += 1
+            return None
         if any(min(e, b) - max(s, a) + 1 > 0.5 * (e - s + 1) for a, b in self._emitted):
             return None
         earlier = (s - track.lag_at_start(), e - track.lag_at_end())
@@ -485,6 +495,15 @@ class PatternMatcher:
             score=round(score, 4),
             detected_at_s=self._end_seconds(self._ring.end - 1) if self._ring else 0.0,
         )
+
+    def _verified(self, track: DiagonalTrack) -> bool:
+        """Second stage: the pair's contrast on raw frames (``stream/verify.py``)."""
+        c = self.config
+        if self._raw is None or c.verify_min_evidence is None:
+            return True
+        ts, lags, _ = track.path()
+        evidence = pair_evidence(self._raw, ts, lags, self._params.background_offsets, c.verify_coefficients, c.verify_margin_db)
+        return bool(evidence >= c.verify_min_evidence)  # nan (too few frames held): not verified
 
     def _pattern_for(self, span: tuple[int, int]) -> _Pattern:
         a, b = span

@@ -60,6 +60,12 @@ class MatcherConfig:
         detection_z: Evidence at which the score is 0.5.
         score_scale_z: Evidence difference that moves the score from 0.5 to 0.73.
         match_threshold: Minimum score of a reported match (0.5: evidence >= detection_z).
+        verify_min_evidence: Second-stage verification (log-power features only): a repeat
+            is reported only if the evidence of its pair contrast on raw frames with symmetric
+            noise flooring (:func:`~ostinato.stream.verify.pair_evidence`) reaches this (None:
+            off; set for log-mel by :meth:`for_features`). Keeps a ring of raw frames (memory).
+        verify_coefficients: Cepstral coefficients of that comparison.
+        verify_margin_db: Margin above the pair's common per-band floor.
         min_pattern_s: Shortest repeat reported.
         max_pattern_s: Longest stretch followed before a track is cut.
         min_lag_s: Minimum distance between an occurrence and the one it repeats.
@@ -113,6 +119,9 @@ class MatcherConfig:
     detection_z: float = 7.5
     score_scale_z: float = 1.5
     match_threshold: float = 0.5
+    verify_min_evidence: float | None = None
+    verify_coefficients: int = 40
+    verify_margin_db: float = 10.0
     min_pattern_s: float = 1.2
     max_pattern_s: float = 60.0
     min_lag_s: float = 1.0
@@ -184,14 +193,18 @@ class MatcherConfig:
 
     @classmethod
     def for_features(cls, kind: str, **overrides: object) -> MatcherConfig:
-        """Defaults for a feature kind: ``logmel`` (cepstral transform, fast mean removal and
-        per-band noise flooring on; chosen on tuning seeds, ``docs/matcher.md``) or ``wav2vec2``.
+        """Defaults for a feature kind: ``logmel`` (cepstral transform, fast mean removal,
+        per-band noise flooring, 4-part segment embeddings, second-stage verification and a
+        lower decision point; chosen on tuning seeds, ``docs/matcher.md``) or ``wav2vec2``.
 
         Raises:
             ValueError: Unknown kind.
         """
         kinds: dict[str, dict[str, object]] = {
-            "logmel": {"cepstral_coefficients": 40, "fast_mean_time_constant_s": 0.5, "band_floor_window_s": 1.0},
+            "logmel": {
+                "cepstral_coefficients": 40, "fast_mean_time_constant_s": 0.5, "band_floor_window_s": 1.0,
+                "segment_parts": 4, "detection_z": 5.5, "verify_min_evidence": 0.6,
+            },
             "wav2vec2": {},
         }
         base = kind.split(":", 1)[0]
@@ -276,3 +289,4 @@ class MatcherStats:
     rejected_score: int = 0
     rejected_periodic: int = 0
     rejected_refractory: int = 0
+    rejected_verify: int = 0
