@@ -10,7 +10,10 @@ windows' core frames with exact sample times.
 
 Models exported with the split graph run each stream's conv front end once per hop, on one
 ordered thread, and batch only the transformer (:mod:`ostinato.stream.frontend_cache`);
-older model directories run whole windows through ``model.onnx``.
+older model directories run whole windows through ``model.onnx``. Exports with
+``encoder_cached.onnx`` also keep each stream's left-context keys/values, so the transformer
+runs only each window's hop + right context (:mod:`ostinato.stream.kv_cache`); then at most
+one window per stream is in flight (later ones are held back, other streams still batch).
 
 Failures are classified: transient errors are retried with backoff, then counted and the
 batch dropped (``inference_error``); a circuit breaker fails fast after repeated failures

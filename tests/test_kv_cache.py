@@ -13,13 +13,14 @@ import numpy.typing as npt
 import onnxruntime as ort
 import pytest
 
-from ostinato.runtime import Wav2Vec2Model
+from ostinato.runtime import InferenceError, Wav2Vec2Model
 from ostinato.runtime.manifest import Manifest
 from ostinato.runtime.w2v_frontend import FrontEndConfig
 from ostinato.runtime.w2v_kv import KVConfig, KVLayout, KVState, cached_feeds
 from ostinato.stream.frames import StreamEnd, StreamFeatures, Window
 from ostinato.stream.infer import InferenceConfig, InferenceStage
 from ostinato.stream.kv_cache import KVCache, StreamGate
+from ostinato.stream.retry import RetryPolicy
 from ostinato.stream.windowing import Windower, WindowerConfig, num_frames
 from tests.harness import run_stage
 
@@ -302,6 +303,42 @@ async def test_a_dropped_window_restarts_the_past_and_is_counted(model: Wav2Vec2
     # The cold window ran whole (its left context through the transformer once more), the rest hop + right.
     cold = windows[4]
     assert stage.stats.transformer_frames == _expected_new_frames([*windows[:3], *windows[5:]]) + num_frames(cold.num_samples)
+    assert all(np.isfinite(f.frames).all() for f in got)
+
+
+class _FailingCached:
+    """A real model whose cached encoder raises on the calls ``fail`` names (everything else delegates)."""
+
+    def __init__(self, inner: Wav2Vec2Model, fail: set[int]) -> None:
+        self.inner, self.fail, self.calls = inner, fail, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def encode_cached(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls in self.fail:
+            raise InferenceError("injected failure", hint="test")
+        return self.inner.encode_cached(*args, **kwargs)
+
+
+async def test_a_failed_window_does_not_corrupt_the_next(model: Wav2Vec2Model, speech_like: Audio) -> None:
+    audio = speech_like(5.0, seed=8)
+    windows = _windows(audio)
+    failing = _FailingCached(model, fail={4, 5, 6})  # window 3 and its two retries
+    config = _config(batch_size=1, retry=RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.001))
+    stage = InferenceStage([failing], config)  # type: ignore[list-item]
+    outputs = await run_stage(stage, [*windows, StreamEnd("s", len(audio))])
+    await stage.close()
+    assert stage.stats.dropped["inference_error"] == 1
+    kv = stage.kv_cache
+    assert kv is not None and kv.restarts == 1 and kv.windows_cold == 1
+    got = _features(outputs, "s")
+    assert [f.window_index for f in got] == [w.index for w in windows if w.index != 3]
+    # Window 4 ran cold (whole window through the transformer), the others hop + right context.
+    assert stage.stats.transformer_frames == _expected_new_frames([w for w in windows if w.index not in (3, 4)]) + num_frames(
+        windows[4].num_samples
+    )
     assert all(np.isfinite(f.frames).all() for f in got)
 
 
