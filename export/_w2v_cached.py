@@ -39,7 +39,8 @@ import numpy.typing as npt
 import torch
 
 from ostinato.export import specs
-from ostinato.export._w2v_graph import convert_graph, quiet_export
+from ostinato.export._w2v_graph import convert_graph, quiet_export, recipe_pos_conv
+from ostinato.export._w2v_posconv import SpectralPosConv
 from ostinato.export._w2v_source import GraphModule, SourceModel
 from ostinato.export.errors import ToleranceError, UnsupportedArchitectureError
 from ostinato.export.validate import ValidationCase, frame_cosine, validate_runner
@@ -95,7 +96,8 @@ class CachedEncoder(torch.nn.Module):
                 hint="export with --no-split or without adapters",
             )
         self.projection = owner.feature_projection
-        self.pos_conv = owner.encoder.pos_conv_embed
+        self.pos_conv = owner.encoder.pos_conv_embed  # HF's, or the int8 recipe's DFT rewrite (same padding)
+        self.spectral = isinstance(self.pos_conv, SpectralPosConv)
         self.norm = owner.encoder.layer_norm
         self.layers = owner.encoder.layers
         self.lm_head = getattr(source.model, "lm_head", None)
@@ -140,11 +142,14 @@ class CachedEncoder(torch.nn.Module):
 
     def _position(self, x: torch.Tensor) -> torch.Tensor:
         """Positional convolution outputs of the new frames only (``[B, N, H]``)."""
+        if self.spectral:  # 'same' padding over context + new: the new frames never reach the left pad
+            out: torch.Tensor = self.pos_conv(x)[:, self.context :]
+            return out
         conv = self.pos_conv.conv
         padded = torch.nn.functional.pad(x.transpose(1, 2), (0, self.right_pad))
         y = torch.nn.functional.conv1d(padded, conv.weight, conv.bias, groups=conv.groups)
-        out: torch.Tensor = self.pos_conv.activation(y).transpose(1, 2)
-        return out
+        direct: torch.Tensor = self.pos_conv.activation(y).transpose(1, 2)
+        return direct
 
     def _layer(self, layer: Any, h: torch.Tensor, past: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.stable:
@@ -214,7 +219,9 @@ def export_cached(
         ToleranceError: A check failed (nothing is kept).
         UnsupportedArchitectureError: Adapters.
     """
-    model = CachedEncoder(source, module).eval()
+    recipe = config.int8_recipe if config.precision == "int8" else None
+    with recipe_pos_conv(source, recipe):  # the recipe's trace-time rewrites, as for encoder.onnx
+        model = CachedEncoder(source, module).eval()
     final = tmp / CACHED_FILE
     traced = final if config.precision == "fp32" else final.with_suffix(".fp32.onnx")
     report("export cached encoder", 0, 1)
