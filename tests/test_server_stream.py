@@ -13,6 +13,10 @@ from server_harness import planted_repeats, running_server, send_audio, slowed_m
 
 from ostinato.models import StreamingConfig
 from ostinato.runtime import Wav2Vec2Model
+from ostinato.runtime.w2v_frontend import FrontEndConfig
+from ostinato.runtime.w2v_kv import KVConfig
+from ostinato.stream.frontend_cache import ConvFrameCache
+from ostinato.stream.kv_cache import KVCache
 from ostinato.stream.windowing import Windower
 from ostinato.stream.wire import (
     Audio,
@@ -66,14 +70,15 @@ async def test_streamed_features_equal_offline_frames_and_repeats_are_flagged(ti
     with Wav2Vec2Model.from_dir(tiny_w2v_dir, provider="cpu") as model:
         offline = model.features(audio, 16000)
         # reference: the model run on each window the seed geometry cuts, core frames kept; the
-        # split model streams through the conv-frame cache with running statistics (issue 4)
+        # split model streams through the conv-frame cache with running statistics and, with
+        # encoder_cached.onnx, the transformer over each window's new frames with the
+        # left-context K/V cache (issue 4): the same classes, one window at a time
         windower = Windower(StreamingConfig().windower_config())
         windows = windower.push(audio) + windower.flush()
-        state = model.new_frontend_state()
+        front, kv = ConvFrameCache(FrontEndConfig(), 320), KVCache(KVConfig(), 320)
         reference = np.concatenate([
-            model.encode(state.conv_frames(model.frontend, w.samples, w.start_sample // 320)[None])["last_hidden_state"][0][
-                w.core_start_frame - w.start_sample // 320: w.core_start_frame - w.start_sample // 320 + w.core_frames]
-            for w in windows])
+            kv.encode(model, [w], front.conv_batch(model, [w]), "last_hidden_state", front)[0][0] for w in windows])
+        await front.close()
     np.testing.assert_array_equal(starts, offline.start_samples)  # no frame missing or duplicated
     np.testing.assert_allclose(streamed, reference, atol=1e-4)
     events = [f.event for f in frames if isinstance(f, Event) and f.event["event"] == "match"]
