@@ -166,18 +166,28 @@ def _time_batch(run: Any, seconds: float) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
-def _window_work(model: Any, windows: np.ndarray, hop_samples: int) -> Any:
+def _window_work(model: Any, windows: np.ndarray, hop_samples: int, left_frames: int = 0) -> Any:
     """What the live stage runs per batch of windows.
 
     Split models (``frontend.onnx`` + ``encoder.onnx``): the conv front end over each stream's
     new audio only (hop + the receptive-field tail), then the transformer over whole windows of
-    cached conv frames. Older exports: the whole model over whole windows.
+    cached conv frames; with ``encoder_cached.onnx`` the transformer over each window's new
+    frames (hop + right context) attending to ``left_frames`` cached keys/values. Older exports:
+    the whole model over whole windows.
     """
     if not getattr(model, "has_split", False):
         return lambda: model.run_batch(windows)
     conv = model.frontend(windows)  # the cache's content (not timed)
     fresh = np.ascontiguousarray(windows[:, : hop_samples + model.receptive_field_samples - model.frame_stride_samples])
-    return lambda: (model.frontend(fresh), model.encode(conv))
+    if not getattr(model, "has_cached_encoder", False):
+        return lambda: (model.frontend(fresh), model.encode(conv))
+    from ostinato.runtime.w2v_kv import cached_feeds
+
+    layout = model.kv_layout
+    p, rows = layout.context_frames, conv.shape[0]
+    feeds = cached_feeds(layout, [np.concatenate([np.zeros((p, conv.shape[2]), np.float32), c[left_frames:]]) for c in conv],
+                         [np.ones(p, np.float32)] * rows, [layout.empty(1, left_frames)[:, :, 0]] * rows)
+    return lambda: (model.frontend(fresh), model.encode_cached(feeds, [model.default_output]))
 
 
 def calibrate(model_dir: Path, cfg: PlanConfig, provider: str, threads: int, seconds: float) -> Calibration:
@@ -191,16 +201,18 @@ def calibrate(model_dir: Path, cfg: PlanConfig, provider: str, threads: int, sec
         rng = np.random.default_rng(0)
         sizes = sorted({1, cfg.batch_size})
         hop = round(cfg.hop_s * 16000 / 320) * 320
+        left = round(cfg.left_context_s * 16000 / 320)
         wall, cpu = {}, {}
         for b in sizes:
             x = (0.1 * rng.standard_normal((b, cfg.window_samples))).astype(np.float32)
-            wall[b], cpu[b] = _time_batch(_window_work(model, x, hop), seconds / len(sizes))
-        out = model.encode(model.frontend(x[:1])) if model.has_split else model.run_batch(x[:1])
-        floats = sum(int(v.shape[-1]) for v in out.values())
+            wall[b], cpu[b] = _time_batch(_window_work(model, x, hop, left), seconds / len(sizes))
+        floats = sum(int(o.dim) for o in model.manifest.outputs)  # every output, per frame (no extra session)
         frames = model.num_frames(cfg.window_samples)
         ran = _rss_mb()
         provider_used = model.session.providers[0]
         cache_floats = FrontEndConfig().cache_frames * model.conv_dim if model.has_split else 0
+        if model.has_cached_encoder:  # the stream's K/V: one window's frames, in a buffer twice that
+            cache_floats += 2 * frames * model.kv_layout.frame_bytes // 4
         with Wav2Vec2Model.from_dir(model_dir, provider, threads):
             session_mb = max(0.0, _rss_mb() - ran)
     first_mb = max(0.0, loaded - before)
