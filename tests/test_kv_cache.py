@@ -367,3 +367,24 @@ def test_config_validation() -> None:
 
     with pytest.raises(ConfigError, match="max_held_windows"):
         InferenceConfig(max_held_windows=0)
+
+
+async def test_exports_without_the_cached_encoder_stream_as_before(tiny_w2v_dir: Path, tmp_path: Path, speech_like: Audio) -> None:
+    import json
+    import shutil
+
+    old = tmp_path / "split-only"
+    shutil.copytree(tiny_w2v_dir, old)
+    manifest = json.loads((old / "ostinato.json").read_text())
+    (old / manifest["files"].pop("encoder_cached")).unlink()
+    manifest["extra"].pop("cached_encoder")
+    (old / "ostinato.json").write_text(json.dumps(manifest))
+    audio = speech_like(3.0, seed=9)
+    with Wav2Vec2Model.from_dir(old, provider="cpu") as m:
+        assert m.has_split and not m.has_cached_encoder and m.loaded_graphs == ("encoder", "frontend")
+        stage = InferenceStage([m], _config())
+        assert stage.frontend_cache is not None and stage.kv_cache is None and stage.gate is None
+        outputs = await run_stage(stage, [*_windows(audio), StreamEnd("s", len(audio))])
+        await stage.close()
+    starts = np.concatenate([f.start_samples for f in _features(outputs, "s")])
+    assert np.array_equal(starts, np.arange(num_frames(len(audio))) * 320)
