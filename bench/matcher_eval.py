@@ -196,7 +196,7 @@ def cost_vs_buffer(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     measure = int(args.cost_measure_s * 50)
     for buffer_s in args.cost_buffers:
-        m = PatternMatcher(MatcherConfig.for_features("logmel", buffer_s=buffer_s), stream="cost")
+        m = PatternMatcher(MatcherConfig.for_features("logmel", buffer_s=buffer_s, **args.overrides), stream="cost")
         fill = int(buffer_s * 50) + 500
         for i in range(0, fill, 500):
             m.push(FeatureBlock(frames[i : i + 500], energy[i : i + 500]))
@@ -204,7 +204,7 @@ def cost_vs_buffer(args: argparse.Namespace) -> list[dict[str, Any]]:
         for i in range(fill, fill + measure, 5):
             m.push(FeatureBlock(frames[i : i + 5], energy[i : i + 5]))
         cpu = time.process_time() - t0
-        row = {"cost": "ostinato-logmel", "buffer_s": buffer_s, "core_fraction": round(cpu / args.cost_measure_s, 5), "memory_mb": round(m.nbytes / 1e6, 1)}
+        row = {"cost": f"ostinato-logmel{args.label}", "buffer_s": buffer_s, "core_fraction": round(cpu / args.cost_measure_s, 5), "memory_mb": round(m.nbytes / 1e6, 1)}
         rows.append(row)
         emit(row, args.out)
         if buffer_s <= args.selfsim_cost_max_s:
