@@ -8,9 +8,12 @@ core frames. Window ``k + 1`` of a stream needs window ``k``'s keys/values, so
 :class:`StreamGate` lets at most one window per stream be in flight (later ones wait, other
 streams still batch together).
 
-A window whose past is missing (the stream's first window, or one after a dropped or failed
-window) runs *cold*: all of its frames are new and the past is empty, which is exactly the
-whole-window computation; it restarts the stream's past from its own frames (counted).
+A window whose past is missing right before its core (the previous window was dropped or
+failed) runs with a *shortened* past: none at first (the stream's K/V restarts at its core,
+counted in :attr:`KVCache.restarts`), then what the following windows have stored, until the
+left context is full again (:attr:`KVCache.windows_short`). It never recomputes its left
+context: that would cost 2-6x a normal window exactly when the stage is overloaded (the usual
+reason for a drop) and turn one drop into a cascade.
 """
 
 from __future__ import annotations
@@ -45,9 +48,10 @@ class _Row:
     """One window's part of a cached-encoder run."""
 
     window: Window
-    new_first: int  # first frame run through the transformer
+    new_first: int  # first frame run through the transformer (the core's, or the window's first)
     past_first: int  # first past frame attended to (== new_first: none)
-    cold: bool
+    gap: bool  # the stream's K/V do not reach the core: restart them there
+    short: bool  # less past than the window's left context (after a gap)
 
 
 class KVCache:
@@ -64,7 +68,7 @@ class KVCache:
         self._states: dict[str, KVState] = {}
         self._lock = threading.Lock()
         self.frames_encoded = 0  # frames run through the transformer
-        self.windows_cold = 0  # windows run without a past (stream start, after a gap)
+        self.windows_short = 0  # windows that attended to less past than their left context
         self.restarts = 0  # pasts restarted after a gap (dropped / failed windows)
 
     @property
@@ -97,7 +101,7 @@ class KVCache:
 
         Returns:
             Per window its ``[core_frames, H]`` output, and the frames run through the
-            transformer (hop + right context per window; whole windows when cold).
+            transformer (hop + right context per window).
         """
         layout = model.kv_layout
         rows = [self._plan(model, w) for w in batch]
@@ -123,15 +127,15 @@ class KVCache:
         return [o for o in out if o is not None], encoded
 
     def _plan(self, model: Any, w: Window) -> _Row:
-        first = w.start_sample // self.stride
+        core = w.core_start_frame
         state = self._state(model, w.stream_id)
-        past_first = max(first, w.core_start_frame - self.config.max_past_frames)
-        if state.has(past_first, w.core_start_frame):
-            return _Row(w, w.core_start_frame, past_first, False)
-        return _Row(w, first, first, True)  # no past: the whole window is new (restart below)
+        wanted = max(w.start_sample // self.stride, core - self.config.max_past_frames)
+        gap = state.next_frame != core
+        past_first = core if gap else max(wanted, state.first_frame)
+        return _Row(w, core, past_first, gap, past_first > wanted)
 
     def _past(self, model: Any, layout: Any, row: _Row) -> npt.NDArray[np.float32]:
-        if row.cold:
+        if row.past_first == row.new_first:
             empty: npt.NDArray[np.float32] = layout.empty(1)[:, :, 0]
             return empty
         return self._state(model, row.window.stream_id).past(row.past_first, row.new_first)
@@ -154,10 +158,10 @@ class KVCache:
         if present is None:
             return
         state = self._state(model, row.window.stream_id)
-        if row.cold:
-            with self._lock:
-                self.restarts += 1 if state.frames_stored else 0
-                self.windows_cold += 1
+        with self._lock:  # counted once the batch ran (a retried batch plans again)
+            self.windows_short += row.short
+            self.restarts += row.gap and state.frames_stored > 0
+        if row.gap:
             state.restart(row.new_first)
         # Room for a whole window: the end-of-stream window reaches further back than the others.
         state.store(row.new_first, present, total)

@@ -254,7 +254,7 @@ async def test_cached_path_runs_each_frame_once_per_hop_with_offline_frame_times
     assert stage.stats.transformer_frames == _expected_new_frames(everything)
     assert stage.stats.transformer_frames < sum(num_frames(w.num_samples) for w in everything)
     assert recording.frames_encoded == stage.stats.transformer_frames
-    assert recording.windows_cold == 0 and recording.restarts == 0
+    assert recording.windows_short == 0 and recording.restarts == 0
     assert recording.most_at_once == 1  # at most one window per stream in flight
     assert stage.stats.batches < len(everything)  # still batched across streams
     assert recording.streams == 0  # the rings went with the streams' ends
@@ -301,14 +301,14 @@ async def test_a_dropped_window_restarts_the_past_and_is_counted(model: Wav2Vec2
     await stage.close()
     assert dropped == [(3, "deadline")] and stage.stats.dropped["deadline"] == 1
     kv = stage.kv_cache
-    assert kv is not None and kv.restarts == 1 and kv.windows_cold == 1
+    # The next window ran with no past (the stream's K/V restarted at its core), counted.
+    assert kv is not None and kv.restarts == 1 and kv.windows_short == 1
     got = _features(outputs, "s")
     starts = np.concatenate([f.start_samples for f in got])
     lost = np.arange(windows[3].core_start_frame, windows[3].core_start_frame + windows[3].core_frames) * 320
     assert np.array_equal(starts, np.setdiff1d(np.arange(num_frames(len(audio))) * 320, lost))
-    # The cold window ran whole (its left context through the transformer once more), the rest hop + right.
-    cold = windows[4]
-    assert stage.stats.transformer_frames == _expected_new_frames([*windows[:3], *windows[5:]]) + num_frames(cold.num_samples)
+    # No window recomputed its left context: hop + right context each, also after the gap.
+    assert stage.stats.transformer_frames == _expected_new_frames([w for w in windows if w.index != 3])
     assert all(np.isfinite(f.frames).all() for f in got)
 
 
@@ -338,14 +338,29 @@ async def test_a_failed_window_does_not_corrupt_the_next(model: Wav2Vec2Model, s
     await stage.close()
     assert stage.stats.dropped["inference_error"] == 1
     kv = stage.kv_cache
-    assert kv is not None and kv.restarts == 1 and kv.windows_cold == 1
+    assert kv is not None and kv.restarts == 1 and kv.windows_short == 1
     got = _features(outputs, "s")
     assert [f.window_index for f in got] == [w.index for w in windows if w.index != 3]
-    # Window 4 ran cold (whole window through the transformer), the others hop + right context.
-    assert stage.stats.transformer_frames == _expected_new_frames([w for w in windows if w.index not in (3, 4)]) + num_frames(
-        windows[4].num_samples
-    )
+    # Window 4 ran with no past, hop + right context like the others (nothing half-stored by window 3).
+    assert stage.stats.transformer_frames == _expected_new_frames([w for w in windows if w.index != 3])
     assert all(np.isfinite(f.frames).all() for f in got)
+
+
+async def test_a_gap_shortens_the_past_until_it_is_refilled(model: Wav2Vec2Model, speech_like: Audio) -> None:
+    # Left context of two hops: after a dropped window the next one attends to no past, the one
+    # after to one hop of it, then the past is whole again.
+    config = WindowerConfig(hop_samples=3200, left_context_samples=6400, right_context_samples=640)
+    audio = speech_like(6.0, seed=11)
+    w = Windower(config, "s")
+    windows = w.push(audio) + w.flush()
+    kept = [x for x in windows if x.index != 5]
+    stage = InferenceStage([model], _config())
+    outputs = await run_stage(stage, [*kept, StreamEnd("s", len(audio))])
+    await stage.close()
+    kv = stage.kv_cache
+    assert kv is not None and kv.restarts == 1 and kv.windows_short == 2
+    assert [f.window_index for f in _features(outputs, "s")] == [x.index for x in kept]
+    assert stage.stats.transformer_frames == _expected_new_frames(kept)
 
 
 async def test_a_stream_never_waits_on_another(model: Wav2Vec2Model, speech_like: Audio) -> None:
