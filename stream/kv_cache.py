@@ -47,9 +47,8 @@ def supports_kv(models: Sequence[Any]) -> bool:
 class _Row:
     """One window's part of a cached-encoder run."""
 
-    window: Window
-    new_first: int  # first frame run through the transformer (the core's, or the window's first)
-    past_first: int  # first past frame attended to (== new_first: none)
+    window: Window  # its core's first frame is the first one run through the transformer
+    past_first: int  # first past frame attended to (== window.core_start_frame: none)
     gap: bool  # the stream's K/V do not reach the core: restart them there
     short: bool  # less past than the window's left context (after a gap)
 
@@ -109,19 +108,18 @@ class KVCache:
         presents: list[npt.NDArray[np.float32] | None] = [None] * len(batch)
         groups: dict[int, list[int]] = collections.defaultdict(list)
         for i, row in enumerate(rows):
-            groups[conv.shape[1] - (row.new_first - row.window.start_sample // self.stride)].append(i)
+            groups[self._new_frames(row.window, conv.shape[1])].append(i)
         for idx in groups.values():  # every group runs before anything is stored (retries stay clean)
             ctx = [self._context(layout.context_frames, rows[i], conv[i], frontend) for i in idx]
             pasts = [self._past(model, layout, rows[i]) for i in idx]
             result = model.encode_cached(cached_feeds(layout, [c for c, _ in ctx], [m for _, m in ctx], pasts), [output])
             for j, i in enumerate(idx):
-                w, row = rows[i].window, rows[i]
-                core = w.core_start_frame - row.new_first
-                out[i] = np.ascontiguousarray(result[output][j, core : core + w.core_frames], dtype=np.float32)
-                presents[i] = result["present_key_values"][:, :, j, :, : core + w.core_frames]
+                w = rows[i].window
+                out[i] = np.ascontiguousarray(result[output][j, : w.core_frames], dtype=np.float32)
+                presents[i] = result["present_key_values"][:, :, j, :, : w.core_frames]
         for row, present in zip(rows, presents, strict=True):
             self._store(model, row, present, conv.shape[1])
-        encoded = sum(conv.shape[1] - (r.new_first - r.window.start_sample // self.stride) for r in rows)
+        encoded = sum(self._new_frames(r.window, conv.shape[1]) for r in rows)
         with self._lock:
             self.frames_encoded += encoded
         return [o for o in out if o is not None], encoded
@@ -132,27 +130,32 @@ class KVCache:
         wanted = max(w.start_sample // self.stride, core - self.config.max_past_frames)
         gap = state.next_frame != core
         past_first = core if gap else max(wanted, state.first_frame)
-        return _Row(w, core, past_first, gap, past_first > wanted)
+        return _Row(w, past_first, gap, past_first > wanted)
+
+    def _new_frames(self, w: Window, total: int) -> int:
+        """Frames of ``w`` run through the transformer: its core and right context."""
+        return total - (w.core_start_frame - w.start_sample // self.stride)
 
     def _past(self, model: Any, layout: Any, row: _Row) -> npt.NDArray[np.float32]:
-        if row.past_first == row.new_first:
+        core = row.window.core_start_frame
+        if row.past_first == core:
             empty: npt.NDArray[np.float32] = layout.empty(1)[:, :, 0]
             return empty
-        return self._state(model, row.window.stream_id).past(row.past_first, row.new_first)
+        return self._state(model, row.window.stream_id).past(row.past_first, core)
 
     def _context(
         self, p: int, row: _Row, conv: npt.NDArray[np.float32], frontend: Any
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """``[P + N, C]`` conv frames (context, then new) and the context's 1/0 mask."""
-        first = row.window.start_sample // self.stride
-        lo = row.new_first - p
-        ctx, mask = frontend.available(row.window.stream_id, lo, row.new_first)
+        first, core = row.window.start_sample // self.stride, row.window.core_start_frame
+        lo = core - p
+        ctx, mask = frontend.available(row.window.stream_id, lo, core)
         if ctx.shape[1] != conv.shape[1]:
             ctx = np.zeros((p, conv.shape[1]), np.float32)
         inside = max(lo, first)  # context frames inside the window: take the window's own
-        ctx[inside - lo :] = conv[inside - first : row.new_first - first]
+        ctx[inside - lo :] = conv[inside - first : core - first]
         mask[inside - lo :] = 1.0
-        return np.concatenate([ctx, conv[row.new_first - first :]]), mask
+        return np.concatenate([ctx, conv[core - first :]]), mask
 
     def _store(self, model: Any, row: _Row, present: npt.NDArray[np.float32] | None, total: int) -> None:
         if present is None:
@@ -162,9 +165,9 @@ class KVCache:
             self.windows_short += row.short
             self.restarts += row.gap and state.frames_stored > 0
         if row.gap:
-            state.restart(row.new_first)
+            state.restart(row.window.core_start_frame)
         # Room for a whole window: the end-of-stream window reaches further back than the others.
-        state.store(row.new_first, present, total)
+        state.store(row.window.core_start_frame, present, total)
 
     def _state(self, model: Any, stream_id: str) -> KVState:
         with self._lock:
