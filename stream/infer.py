@@ -38,13 +38,14 @@ import numpy.typing as npt
 
 from ostinato.runtime.w2v_frontend import FrontEndConfig
 from ostinato.runtime.w2v_kv import KVConfig
+from ostinato.stream.batching import StreamGate, collect_gated, collect_plain
 from ostinato.stream.breaker import BreakerConfig, CircuitBreaker
 from ostinato.stream.channel import Channel
-from ostinato.stream.errors import ConfigError, EndOfStream, ErrorClass, StageError, classify_error
+from ostinato.stream.errors import ConfigError, ErrorClass, StageError, classify_error
 from ostinato.stream.frontend_cache import ConvFrameCache, supports_cache
 from ostinato.stream.frames import StreamEnd, StreamFeatures, Window, WindowTiming
 from ostinato.stream.health import HealthMonitor
-from ostinato.stream.kv_cache import KVCache, StreamGate, collect_gated, supports_kv
+from ostinato.stream.kv_cache import KVCache, supports_kv
 from ostinato.stream.metrics import StreamMetrics, process_rss_bytes
 from ostinato.stream.retry import RetryPolicy, retry_call
 from ostinato.stream.summary import LatencyReservoir
@@ -323,49 +324,15 @@ class InferenceStage:
     # -- batching ----------------------------------------------------------------------------
 
     async def _next_batch(self, inbox: Channel[Window | StreamEnd]) -> tuple[list[Window], StreamEnd | None]:
-        if self.gate is None:
-            return await self._collect(inbox)
-        self._set_queue(inbox)
-        return await collect_gated(self.gate, inbox, self.config.batch_size, self.config.max_wait_ms / 1000)
-
-    async def _collect(self, inbox: Channel[Window | StreamEnd]) -> tuple[list[Window], StreamEnd | None]:
         """Next batch of equal-length windows, or an end marker (which closes a batch)."""
-        item = self._held
-        self._held = None
-        if item is None:
-            try:
-                item = await inbox.get()
-            except EndOfStream:
-                return [], None
-        if isinstance(item, StreamEnd):
-            return [], item
-        batch = [item]
+        max_wait_s = self.config.max_wait_ms / 1000
+        if self.gate is None:
+            batch, marker, self._held = await collect_plain(
+                inbox, self._held, self.config.batch_size, max_wait_s, lambda: self._set_queue(inbox)
+            )
+            return batch, marker
         self._set_queue(inbox)
-        deadline = asyncio.get_running_loop().time() + self.config.max_wait_ms / 1000
-        while len(batch) < self.config.batch_size:
-            try:
-                nxt = await self._next_before(inbox, deadline)
-            except (TimeoutError, EndOfStream):
-                break
-            if isinstance(nxt, StreamEnd):
-                return batch, nxt
-            if nxt.num_samples != batch[0].num_samples:
-                self._held = nxt  # a shorter end-of-stream window: it runs in its own batch
-                break
-            batch.append(nxt)
-        return batch, None
-
-    @staticmethod
-    async def _next_before(inbox: Channel[Window | StreamEnd], deadline: float) -> Window | StreamEnd:
-        try:
-            return inbox.get_nowait()
-        except asyncio.QueueEmpty:
-            pass
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining <= 0:
-            raise TimeoutError
-        async with asyncio.timeout(remaining):
-            return await inbox.get()
+        return await collect_gated(self.gate, inbox, self.config.batch_size, max_wait_s)
 
     def _apply_deadline(self, batch: list[Window]) -> list[Window]:
         self.stats.windows_in += len(batch)
