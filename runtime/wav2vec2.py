@@ -15,7 +15,6 @@ measured over ``x``. Older model directories have no split; :attr:`has_split` sa
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import threading
 import warnings
@@ -27,10 +26,12 @@ import numpy as np
 import numpy.typing as npt
 
 from ostinato.runtime._closing import Closing
-from ostinato.runtime.errors import InputError, ManifestError, ModelNotFoundError, SessionError
+from ostinato.runtime.errors import InputError, ManifestError, SessionError
 from ostinato.runtime.features import Features, frame_starts, num_frames
 from ostinato.runtime.manifest import Manifest
 from ostinato.runtime.session import Session, SessionConfig
+from ostinato.runtime.w2v_ctc import ctc_greedy_decode as ctc_greedy_decode  # re-exported
+from ostinato.runtime.w2v_ctc import read_vocab
 from ostinato.runtime.w2v_frontend import NORM_EPS, FrontEndConfig, FrontEndState, FrontEndStats, window_stats
 from ostinato.runtime.w2v_kv import KVConfig, KVLayout, KVState
 
@@ -444,15 +445,7 @@ class Wav2Vec2Model(Closing):
 
     def _load_vocab(self) -> list[str]:
         if self._vocab is None:
-            name = self.manifest.files.get("vocab")
-            path = self.directory / name if name else None
-            if path is None or not path.is_file():
-                raise ModelNotFoundError(f"vocabulary file missing in {str(self.directory)!r}")
-            token_to_id: dict[str, int] = json.loads(path.read_text())
-            vocab = [""] * (max(token_to_id.values()) + 1)
-            for token, idx in token_to_id.items():
-                vocab[idx] = token
-            self._vocab = vocab
+            self._vocab = read_vocab(self.directory, self.manifest.files.get("vocab"))
         return self._vocab
 
     # -- validation ------------------------------------------------------------------------
@@ -498,18 +491,3 @@ def _normalize_rows(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     var = x.var(axis=1, keepdims=True)
     normed: npt.NDArray[np.float32] = ((x - mean) / np.sqrt(var + NORM_EPS)).astype(np.float32)
     return normed
-
-
-def ctc_greedy_decode(
-    ids: npt.NDArray[np.integer[Any]], vocab: Sequence[str], blank_id: int = 0, word_delimiter: str = "|"
-) -> str:
-    """Collapse repeats, drop blanks, map ids to tokens and word delimiters to spaces."""
-    out: list[str] = []
-    previous = -1
-    for i in ids.tolist():
-        if i != previous and i != blank_id and 0 <= i < len(vocab):
-            token = vocab[i]
-            if not (token.startswith("<") and token.endswith(">")):
-                out.append(" " if token == word_delimiter else token)
-        previous = i
-    return " ".join("".join(out).split())
