@@ -233,8 +233,9 @@ def export_cached(
     if not config.validate:
         return {"skipped": True}
     from ostinato.export._w2v_graph import providers_for
+    from ostinato.export._w2v_split import ort_session
 
-    session = _session(final, providers_for(config.precision))
+    session = ort_session(final, providers_for(config.precision))
     mode = "exact" if config.precision == "fp32" else "cosine"
     empty = validate_runner(
         _empty_past_runner(tmp, source, session), cases, mode, atol=config.atol, min_cosine=config.min_cosine,
@@ -244,19 +245,11 @@ def export_cached(
     return {**empty, "chunked_vs_pytorch": chunked}
 
 
-def _session(path: Path, providers: Sequence[str]) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=list(providers))
-
-
 def _empty_past_runner(tmp: Path, source: SourceModel, session: Any) -> Callable[[npt.NDArray[np.float32], list[str]], dict[str, npt.NDArray[np.float32]]]:
-    from ostinato.export._w2v_split import FRONTEND_FILE, patch_geometry
+    from ostinato.export._w2v_split import FRONTEND_FILE, ort_session, patch_geometry
     from ostinato.runtime.w2v_frontend import window_stats
 
-    front = _session(tmp / FRONTEND_FILE, [session.get_providers()[0]])
+    front = ort_session(tmp / FRONTEND_FILE, [session.get_providers()[0]])
     patch = patch_geometry(source)
 
     def run(x: npt.NDArray[np.float32], names: list[str]) -> dict[str, npt.NDArray[np.float32]]:

@@ -39,7 +39,7 @@ from ostinato.runtime.w2v_frontend import window_stats
 if TYPE_CHECKING:
     from ostinato.export.wav2vec2 import Wav2Vec2ExportConfig
 
-__all__ = ["CONV_FEATURES", "ENCODER_FILE", "FRONTEND_FILE", "FrontEndModule", "export_split", "patch_geometry", "split_info"]
+__all__ = ["CONV_FEATURES", "ENCODER_FILE", "FRONTEND_FILE", "FrontEndModule", "export_split", "ort_session", "patch_geometry", "split_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -196,12 +196,7 @@ def export_split(
 def _split_runner(
     frontend: Path, encoder: Path, source: SourceModel, providers: Sequence[str]
 ) -> Callable[[npt.NDArray[np.float32], list[str]], dict[str, npt.NDArray[np.float32]]]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    front = ort.InferenceSession(str(frontend), options, providers=list(providers))
-    enc = ort.InferenceSession(str(encoder), options, providers=list(providers))
+    front, enc = ort_session(frontend, providers), ort_session(encoder, providers)
     patch = patch_geometry(source)
 
     def run(x: npt.NDArray[np.float32], names: list[str]) -> dict[str, npt.NDArray[np.float32]]:
@@ -212,6 +207,15 @@ def _split_runner(
         return dict(zip(names, enc.run(names, {CONV_FEATURES: conv}), strict=True))
 
     return run
+
+
+def ort_session(path: Path, providers: Sequence[str]) -> Any:
+    """An ONNX Runtime session for validation, its warnings silenced."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=list(providers))
 
 
 def split_info(source: SourceModel) -> dict[str, Any]:
