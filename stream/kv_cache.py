@@ -44,6 +44,7 @@ class _Row:
     """One window's part of a cached-encoder run."""
 
     window: Window  # its core's first frame is the first one run through the transformer
+    state: KVState  # the stream's K/V (looked up once per run)
     past_first: int  # first past frame attended to (== window.core_start_frame: none)
     gap: bool  # the stream's K/V do not reach the core: restart them there
     short: bool  # less past than the window's left context (after a gap)
@@ -107,14 +108,14 @@ class KVCache:
             groups[self._new_frames(row.window, conv.shape[1])].append(i)
         for idx in groups.values():  # every group runs before anything is stored (retries stay clean)
             ctx = [self._context(layout.context_frames, rows[i], conv[i], frontend) for i in idx]
-            pasts = [self._past(model, layout, rows[i]) for i in idx]
+            pasts = [self._past(layout, rows[i]) for i in idx]
             result = model.encode_cached(cached_feeds(layout, [c for c, _ in ctx], [m for _, m in ctx], pasts), [output])
             for j, i in enumerate(idx):
                 w = rows[i].window
                 out[i] = np.ascontiguousarray(result[output][j, : w.core_frames], dtype=np.float32)
                 presents[i] = result["present_key_values"][:, :, j, :, : w.core_frames]
         for row, present in zip(rows, presents, strict=True):
-            self._store(model, row, present, conv.shape[1])
+            self._store(row, present, conv.shape[1])
         encoded = sum(self._new_frames(r.window, conv.shape[1]) for r in rows)
         with self._lock:
             self.frames_encoded += encoded
@@ -126,18 +127,18 @@ class KVCache:
         wanted = max(w.start_sample // self.stride, core - self.config.max_past_frames)
         gap = state.next_frame != core
         past_first = core if gap else max(wanted, state.first_frame)
-        return _Row(w, past_first, gap, past_first > wanted)
+        return _Row(w, state, past_first, gap, past_first > wanted)
 
     def _new_frames(self, w: Window, total: int) -> int:
         """Frames of ``w`` run through the transformer: its core and right context."""
         return total - (w.core_start_frame - w.start_sample // self.stride)
 
-    def _past(self, model: Any, layout: Any, row: _Row) -> npt.NDArray[np.float32]:
+    def _past(self, layout: Any, row: _Row) -> npt.NDArray[np.float32]:
         core = row.window.core_start_frame
         if row.past_first == core:
             empty: npt.NDArray[np.float32] = layout.empty(1)[:, :, 0]
             return empty
-        return self._state(model, row.window.stream_id).past(row.past_first, core)
+        return row.state.past(row.past_first, core)
 
     def _context(
         self, p: int, row: _Row, conv: npt.NDArray[np.float32], frontend: Any
@@ -153,10 +154,10 @@ class KVCache:
         mask[inside - lo :] = 1.0
         return np.concatenate([ctx, conv[core - first :]]), mask
 
-    def _store(self, model: Any, row: _Row, present: npt.NDArray[np.float32] | None, total: int) -> None:
+    def _store(self, row: _Row, present: npt.NDArray[np.float32] | None, total: int) -> None:
         if present is None:
             return
-        state = self._state(model, row.window.stream_id)
+        state = row.state
         with self._lock:  # counted once the batch ran (a retried batch plans again)
             self.windows_short += row.short
             self.restarts += row.gap and state.frames_stored > 0
