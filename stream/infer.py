@@ -416,8 +416,6 @@ class InferenceStage:
         """Runs on the worker thread: stack (or take the cached conv frames), run, trim."""
         conv = front[0] if front is not None else None
         t0 = time.perf_counter() - (front[1] if front is not None else 0.0)
-        n_samples = batch[0].samples.shape[0]
-        expected = _num_frames(n_samples, self.stride, self.receptive_field)
         if conv is not None and self.kv_cache is not None:
             frames, encoded = self.kv_cache.encode(model, batch, conv, self.output, self.frontend_cache)
             t1 = time.perf_counter()
@@ -428,6 +426,8 @@ class InferenceStage:
             x = np.stack([w.samples for w in batch]) if len(batch) > 1 else batch[0].samples[None, :]
             out = model.run_batch(x, [self.output])[self.output]
         t1 = time.perf_counter()
+        n_samples = batch[0].samples.shape[0]
+        expected = _num_frames(n_samples, self.stride, self.receptive_field)
         if out.ndim != 3 or out.shape[0] != len(batch) or out.shape[1] != expected:
             raise StageError(
                 f"model output {self.output!r} has shape {out.shape}; expected [{len(batch)}, {expected}, H] "
