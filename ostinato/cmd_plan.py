@@ -20,11 +20,14 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ostinato.profiles import apply_profile, profile_names
+
+if TYPE_CHECKING:
+    from ostinato.stream.windowing import WindowerConfig
 
 __all__ = ["Calibration", "Plan", "PlanConfig", "calibrate", "predict", "register", "run"]
 
@@ -62,11 +65,16 @@ class PlanConfig:
             raise ConfigError(f"target_utilization={self.target_utilization}; expected a fraction in (0, 1]")
 
     @property
-    def window_samples(self) -> int:
-        """Samples per window exactly as the pipeline cuts it (context + hop + the 80-sample receptive tail)."""
+    def windower(self) -> WindowerConfig:
+        """The window geometry exactly as the pipeline cuts it (each part rounded to the frame stride)."""
         from ostinato.stream.windowing import WindowerConfig
 
-        return WindowerConfig.from_seconds(self.hop_s, self.left_context_s, self.right_context_s).window_samples
+        return WindowerConfig.from_seconds(self.hop_s, self.left_context_s, self.right_context_s)
+
+    @property
+    def window_samples(self) -> int:
+        """Samples per window exactly as the pipeline cuts it (context + hop + the 80-sample receptive tail)."""
+        return self.windower.window_samples
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +208,8 @@ def calibrate(model_dir: Path, cfg: PlanConfig, provider: str, threads: int, sec
         loaded = _rss_mb()
         rng = np.random.default_rng(0)
         sizes = sorted({1, cfg.batch_size})
-        hop = round(cfg.hop_s * 16000 / 320) * 320
-        left = round(cfg.left_context_s * 16000 / 320)
+        w = cfg.windower
+        hop, left = w.hop_samples, w.left_context_samples // w.frame_stride_samples
         wall, cpu = {}, {}
         for b in sizes:
             x = (0.1 * rng.standard_normal((b, cfg.window_samples))).astype(np.float32)
