@@ -101,8 +101,11 @@ class ConvFrameCache:
 
     async def run_in_order(self, model: Any, batch: Sequence[Window]) -> tuple[npt.NDArray[np.float32], float]:
         """:meth:`timed_conv_batch` on the cache's own thread (call in dispatch order)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.timed_conv_batch, model, list(batch))
+        return await self.submit(model, batch)
+
+    def submit(self, model: Any, batch: Sequence[Window]) -> asyncio.Future[tuple[npt.NDArray[np.float32], float]]:
+        """Queue :meth:`timed_conv_batch` on the cache's thread now (so calls run in call order)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, self.timed_conv_batch, model, list(batch))
 
     async def close(self) -> None:
         """Stop the front-end thread after its current batch."""

@@ -46,6 +46,7 @@ from ostinato.stream.frontend_cache import ConvFrameCache, supports_cache
 from ostinato.stream.frames import StreamEnd, StreamFeatures, Window, WindowTiming
 from ostinato.stream.health import HealthMonitor
 from ostinato.stream.kv_cache import KVCache, supports_kv
+from ostinato.stream.prefetch import FrontEndPrefetch
 from ostinato.stream.metrics import StreamMetrics, process_rss_bytes
 from ostinato.stream.retry import RetryPolicy, retry_call
 from ostinato.stream.summary import LatencyReservoir
@@ -200,6 +201,7 @@ class InferenceStage:
             _Worker(i, m, ThreadPoolExecutor(1, thread_name_prefix=f"ostinato-infer-{i}")) for i, m in enumerate(models)
         ]
         self._held: Window | StreamEnd | None = None
+        self._queue: Channel[Any] | None = None  # the stage's own inbox (health reports its depth)
         self._closed = False
         self.frontend_cache: ConvFrameCache | None = None
         if config.frontend is not None and supports_cache(models):
@@ -209,6 +211,9 @@ class InferenceStage:
         if self.frontend_cache is not None and config.kv is not None and supports_kv(models):
             self.kv_cache = KVCache(config.kv, self.stride)
             self.gate = StreamGate(config.max_held_windows)
+        self.prefetch: FrontEndPrefetch | None = None
+        if self.kv_cache is not None and self.frontend_cache is not None:
+            self.prefetch = FrontEndPrefetch(self.frontend_cache, models[0], config.batch_size * len(self._workers))
         path = "K/V + conv-frame cache" if self.kv_cache else "conv-frame cache" if self.frontend_cache else "whole windows"
         logger.info("inference path: %s", path)
 
@@ -283,11 +288,19 @@ class InferenceStage:
             len(self._workers), name="inference_inflight"
         )
         loop = asyncio.get_running_loop()
+        self._queue = inbox
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._emit(inflight, outbox))
+                if self.prefetch is not None:  # K/V path: front ends run as windows arrive
+                    tg.create_task(self.prefetch.run(inbox))
+                    inbox = self.prefetch.out
                 try:
                     while True:
+                        # A batch is formed only once a worker is free, from every window ready by
+                        # then: under load batches grow instead of queueing small ones, and (K/V path)
+                        # a stream whose previous window just finished can still join.
+                        worker = await idle.get()
                         batch, marker = await self._next_batch(inbox)
                         if not batch and marker is None:
                             break
@@ -295,8 +308,9 @@ class InferenceStage:
                         if batch:
                             if self.gate is not None:
                                 self.gate.start(batch)
-                            worker = await idle.get()
                             await inflight.put(tg.create_task(self._process(worker, batch, idle)))
+                        else:
+                            idle.offer(worker)
                         if marker is not None:
                             done: asyncio.Future[list[StreamFeatures | StreamEnd]] = loop.create_future()
                             done.set_result([marker])
@@ -331,8 +345,18 @@ class InferenceStage:
                 inbox, self._held, self.config.batch_size, max_wait_s, lambda: self._set_queue(inbox)
             )
             return batch, marker
-        self._set_queue(inbox)
-        return await collect_gated(self.gate, inbox, self.config.batch_size, max_wait_s)
+        self._set_queue(self._queue)
+        return await collect_gated(self.gate, inbox, self._gated_batch_size, max_wait_s)
+
+    def _gated_batch_size(self) -> int:
+        """K/V path: a batch holds at most its share of the live streams per worker. A stream
+        waits for its previous window, so one batch holding every stream would leave the other
+        workers nothing to run until it finished (measured: 8 streams, batch 8, 2 workers
+        dropped windows at the deadline; batch 4 did not)."""
+        streams = self.kv_cache.streams if self.kv_cache is not None else 0
+        if streams == 0:
+            return self.config.batch_size
+        return min(self.config.batch_size, -(-streams // len(self._workers)))
 
     def _apply_deadline(self, batch: list[Window]) -> list[Window]:
         self.stats.windows_in += len(batch)
@@ -361,6 +385,8 @@ class InferenceStage:
             result = await self._guarded_run(worker, batch)
         finally:
             idle.offer(worker)
+            if self.prefetch is not None:
+                self.prefetch.forget(batch)
             if self.gate is not None:
                 self.gate.finish(batch)
         return [] if result is None else self._package(result)
@@ -376,7 +402,10 @@ class InferenceStage:
 
         async def attempt() -> _Result:
             cache = self.frontend_cache  # submitted before any await: in dispatch order
-            front = await cache.run_in_order(worker.model, batch) if cache is not None else None
+            if self.prefetch is not None:
+                front: tuple[npt.NDArray[np.float32], float] | None = await self.prefetch.conv(batch)
+            else:
+                front = await cache.run_in_order(worker.model, batch) if cache is not None else None
             return await loop.run_in_executor(worker.executor, self._infer_sync, worker.model, batch, started_s, front)
 
         def count_retry(_attempt: int, e: BaseException, _delay_s: float) -> None:
@@ -491,6 +520,8 @@ class InferenceStage:
     # -- accounting --------------------------------------------------------------------------
 
     def _drop(self, window: Window, reason: str) -> None:
+        if self.prefetch is not None:
+            self.prefetch.forget([window])
         self.stats.dropped[reason] += 1
         if self._metrics is not None:
             self._metrics.windows_dropped.labels(reason).inc()
@@ -508,8 +539,8 @@ class InferenceStage:
         if self.health is not None:
             self.health.set_breaker(STAGE, self.breaker.state.value)
 
-    def _set_queue(self, inbox: Channel[Any]) -> None:
-        if self.health is not None:
+    def _set_queue(self, inbox: Channel[Any] | None) -> None:
+        if self.health is not None and inbox is not None:
             self.health.set_queue(STAGE, inbox.depth, inbox.capacity)
 
 

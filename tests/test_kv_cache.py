@@ -310,6 +310,7 @@ async def test_a_dropped_window_restarts_the_past_and_is_counted(model: Wav2Vec2
     # No window recomputed its left context: hop + right context each, also after the gap.
     assert stage.stats.transformer_frames == _expected_new_frames([w for w in windows if w.index != 3])
     assert all(np.isfinite(f.frames).all() for f in got)
+    assert stage.prefetch is not None and stage.prefetch.pending == 0  # the dropped window's front end released
 
 
 class _FailingCached:
@@ -344,6 +345,7 @@ async def test_a_failed_window_does_not_corrupt_the_next(model: Wav2Vec2Model, s
     # Window 4 ran with no past, hop + right context like the others (nothing half-stored by window 3).
     assert stage.stats.transformer_frames == _expected_new_frames([w for w in windows if w.index != 3])
     assert all(np.isfinite(f.frames).all() for f in got)
+    assert stage.prefetch is not None and stage.prefetch.pending == 0
 
 
 async def test_a_gap_shortens_the_past_until_it_is_refilled(model: Wav2Vec2Model, speech_like: Audio) -> None:
@@ -375,6 +377,23 @@ async def test_a_stream_never_waits_on_another(model: Wav2Vec2Model, speech_like
     assert sorted(ends) == ["a", "b"]
     last_a = max(i for i, o in enumerate(outputs) if isinstance(o, StreamFeatures) and o.stream_id == "a")
     assert outputs.index(next(o for o in outputs if isinstance(o, StreamEnd) and o.stream_id == "a")) > last_a
+
+
+async def test_batches_spread_the_streams_over_the_workers(model: Wav2Vec2Model, speech_like: Audio) -> None:
+    # A stream waits for its previous window, so one batch holding every stream would idle the
+    # other worker: once the streams are known, a batch takes at most streams / workers of them.
+    per_stream = [_windows(speech_like(4.0, seed=20 + i), f"s{i}") for i in range(4)]
+    items: list[Any] = [w for group in zip(*per_stream, strict=True) for w in group]
+    items += [StreamEnd(f"s{i}", 64_000) for i in range(4)]
+    stage = InferenceStage([model, model], _config(batch_size=8))
+    outputs = await run_stage(stage, items, inbox_capacity=16)
+    await stage.close()
+    got = [o for o in outputs if isinstance(o, StreamFeatures)]
+    assert len(got) == sum(len(g) for g in per_stream)
+    later = [f.timing.batch_size for f in got if f.window_index > 0]  # after each stream's first window
+    assert later and max(later) <= 2
+    # every front end submitted ahead of the gate was consumed: none left behind
+    assert stage.prefetch is not None and stage.prefetch.pending == 0
 
 
 def test_config_validation() -> None:
