@@ -94,15 +94,30 @@ def _raw_seconds(models: list[Wav2Vec2Model], audios: list[np.ndarray], config: 
     return time.perf_counter() - started
 
 
+class _DelayedSource(ArraySource):
+    """An ArraySource that starts ``delay_s`` later (streams that did not all start at once)."""
+
+    def __init__(self, audio: np.ndarray, delay_s: float, **kwargs: Any) -> None:
+        super().__init__(audio, **kwargs)
+        self._delay_s = delay_s
+
+    async def chunks(self) -> Any:
+        await asyncio.sleep(self._delay_s)
+        async for chunk in super().chunks():
+            yield chunk
+
+
 async def _pipeline(models: list[Wav2Vec2Model], audios: list[np.ndarray], config: WindowerConfig, batch: int,
                     realtime: bool, max_lag_s: float = float("inf"), workers: int = 1,
-                    cache: str = "off") -> tuple[float, Any, list[StreamFeatures]]:
+                    cache: str = "off", stagger_s: float = 0.0) -> tuple[float, Any, list[StreamFeatures]]:
     got: list[StreamFeatures] = []
     frontend = FrontEndConfig() if cache != "off" else None
     kv = KVConfig() if cache == "kv" else None
     stage = InferenceStage(models[:workers], InferenceConfig(batch_size=batch, max_wait_ms=5.0, max_lag_s=max_lag_s,
                                                              frontend=frontend, kv=kv))
-    sources = [ArraySource(a, stream_id=f"s{i}", block_samples=1600, realtime=realtime) for i, a in enumerate(audios)]
+    # stagger_s > 0: stream i starts i/N of it later (real streams do not start in phase; 0 = all at once)
+    sources = [_DelayedSource(a, stagger_s * i / len(audios), stream_id=f"s{i}", block_samples=1600, realtime=realtime)
+               for i, a in enumerate(audios)]
     pipeline = Pipeline(sources, stage, [CallbackSink(got.append)], PipelineConfig(windower=config))
     started = time.perf_counter()
     summary = await pipeline.run()
@@ -171,8 +186,9 @@ def _capacity(models: list[Wav2Vec2Model], config: WindowerConfig, args: argpars
     hop_ms = config.hop_samples / config.sample_rate * 1000
     for n in args.capacity_streams:
         audios = [demo_audio(args.rt_seconds, i) for i in range(n)]
-        _, summary, got = asyncio.run(_pipeline(models, audios, config, args.capacity_batch, True, args.max_lag_s, args.workers, cache))
-        row = {**_latency_record("stream_capacity_step", n, config, summary, got), "cache": cache}
+        _, summary, got = asyncio.run(_pipeline(models, audios, config, args.capacity_batch, True, args.max_lag_s, args.workers, cache,
+                                                args.stagger_s))
+        row = {**_latency_record("stream_capacity_step", n, config, summary, got), "cache": cache, "stagger_s": args.stagger_s}
         # Kept up: nothing dropped, i.e. no window got older than --max-lag-s and no source
         # queue overflowed. (p99 latency includes the start-up burst: the first windows of a
         # stream all wait for the first full window of audio.)
@@ -379,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--capacity-streams", type=lambda s: [int(x) for x in s.split(",")], default=[8, 10, 12, 14, 16, 20])
     p.add_argument("--capacity-batch", type=int, default=8)
     p.add_argument("--max-lag-s", type=float, default=2.0)
+    p.add_argument("--stagger-s", type=float, default=0.0,
+                   help="capacity: spread the streams' starts over this many seconds (0: all start at once, in phase)")
     p.add_argument("--cost-seconds", type=float, default=12.0, help="audio for the CPU-per-window part")
     p.add_argument("--cost-extra", type=lambda s: [tuple(float(v) for v in x.split(":")) for x in s.split(",") if x],
                    default=[], help="more LEFT:RIGHT geometries (seconds, hop 0.5 s) for the cost part, e.g. 1:0.24,4:0.24")
