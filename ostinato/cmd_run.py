@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import sys
@@ -169,8 +170,19 @@ def build_sinks(outs: list[Path], multi_stream: bool) -> list[Any]:
     return sinks
 
 
+def _inference_config(args: argparse.Namespace, max_lag_s: float) -> Any:
+    from ostinato.stream.infer import InferenceConfig
+
+    config = InferenceConfig(batch_size=args.batch_size, max_wait_ms=args.max_wait_ms, max_lag_s=max_lag_s, output=args.output)
+    if args.no_frontend_cache:
+        config = dataclasses.replace(config, frontend=None)
+    if args.no_kv_cache:
+        config = dataclasses.replace(config, kv=None)
+    return config
+
+
 async def _run(args: argparse.Namespace) -> int:
-    from ostinato.stream.infer import InferenceConfig, InferenceStage
+    from ostinato.stream.infer import InferenceStage
     from ostinato.stream.metrics import StreamMetrics
     from ostinato.stream.pipeline import Pipeline, PipelineConfig
 
@@ -181,9 +193,7 @@ async def _run(args: argparse.Namespace) -> int:
     metrics = StreamMetrics()
     stage = InferenceStage.from_dir(
         args.model, workers=args.workers, provider=args.provider, intra_op_threads=args.threads,
-        config=InferenceConfig(batch_size=args.batch_size, max_wait_ms=args.max_wait_ms, max_lag_s=max_lag_s,
-                               output=args.output, **({"frontend": None} if args.no_frontend_cache else {}),
-                               **({"kv": None} if args.no_kv_cache else {})),
+        config=_inference_config(args, max_lag_s),
         metrics=metrics,
     )
     try:
