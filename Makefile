@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml scripts/setup-system.sh
 # then extracts features from the shipped demo WAV and prints a summary, then streams the same
 # WAV through the live pipeline at real-time pace (status line, then the run summary).
 demo: setup
-	test -f $(DEMO_MODEL)/frontend.onnx || $(PY) -m ostinato export wav2vec2 --model random:base --precision int8 --layers 6,12 --out $(DEMO_MODEL)
+	test -f $(DEMO_MODEL)/encoder_cached.onnx || $(PY) -m ostinato export wav2vec2 --model random:base --precision int8 --layers 6,12 --out $(DEMO_MODEL)
 	$(PY) -m ostinato features $(DEMO_WAV) --model $(DEMO_MODEL) --out $(CACHE)/demo-features.npy
 	rm -rf $(CACHE)/demo-events.jsonl $(CACHE)/demo-library.db*  # a fresh library each demo (its index and clips too)
 	$(PY) -m ostinato run --source file:$(DEMO_WAV) --realtime --model $(DEMO_MODEL) \
