@@ -113,6 +113,7 @@ class StreamSession:
         self.bye_reason = "end"
         self._failing = False
         self._task: asyncio.Task[None] | None = None
+        self._abandoned = False
 
     @property
     def model_name(self) -> str:
@@ -248,17 +249,24 @@ class StreamSession:
             self._task.cancel()
 
     async def _process(self) -> None:
+        ended = False
         try:
-            async for chunk in self.input:
-                await self._process_chunk(chunk)
-                if not self.input.depth:
-                    self._idle.set()
+            try:
+                async for chunk in self.input:
+                    await self._process_chunk(chunk)
+                    if not self.input.depth:
+                        self._idle.set()
+            finally:
+                self._idle.set()
+            tail = self._resampler.flush()
+            if tail.size:
+                await self._consume(tail, time.monotonic())
+            await self._finish_input()
+            ended = True
         finally:
-            self._idle.set()
-        tail = self._resampler.flush()
-        if tail.size:
-            await self._consume(tail, time.monotonic())
-        await self._finish_input()
+            if not ended and self._windower is not None and self.engine is not None:
+                self._abandoned = True  # cancelled (failed, aborted): free the stage's state anyway
+                self.engine.abandon(self.stream_id, self.samples_in)
 
     async def _process_chunk(self, chunk: AudioChunk) -> None:
         try:
@@ -327,6 +335,8 @@ class StreamSession:
 
     def deliver(self, item: StreamFeatures | StreamEnd) -> None:
         """Called by the engine's router (never blocks: in-flight windows are bounded)."""
+        if self._abandoned and isinstance(item, StreamEnd):
+            return  # the marker :meth:`_process` sent after being cancelled: nobody reads it
         if isinstance(item, StreamFeatures):
             self._in_flight.release()
             self.windows_pending -= 1

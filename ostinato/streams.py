@@ -89,6 +89,16 @@ class ModelEngine:
                                code="model_stopped", status=503, hint="start a new stream once the model is loaded again")
         await self.inbox.put(item)
 
+    def abandon(self, stream_id: str, samples: int) -> None:
+        """End marker for a stream whose session was cancelled before it sent one (never waits).
+
+        The stage forgets the stream's per-stream state (conv-frame cache, K/V past) when the
+        marker passes, behind the stream's queued windows; without it a failed or aborted
+        session's state would stay until the engine stops.
+        """
+        if self.failed is None and not self.inbox.closed:
+            self.inbox.put_control(StreamEnd(stream_id, samples))
+
     async def _run(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:

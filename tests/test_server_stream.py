@@ -243,3 +243,28 @@ async def test_block_policy_pushes_back_over_tcp_and_loses_nothing(tiny_w2v_dir:
     # TCP flow control held the sender back (a wall-clock bound here flaked on loaded CI machines)
     assert session.input.put_waits > 0
     assert sum(f.num_frames for f in frames if isinstance(f, FeaturesFrame)) == (36 * 16000 - 400) // 320 + 1
+
+
+async def test_a_failed_session_frees_the_shared_stage_state(tiny_w2v_dir: Path) -> None:
+    # A session cancelled before its end marker (engine failure, abort timeout) must still let
+    # the shared stage forget the stream's conv-frame cache and K/V past.
+    audio, _ = planted_repeats()
+    async with running_server(tiny_w2v_dir) as server, aiohttp.ClientSession() as http:
+        ws, ready = await _open(http, server.ws_url, Hello(sample_rate=16000, outputs=("features",)))
+        await send_audio(ws, audio[: 16000 * 3])
+        async with asyncio.timeout(30):
+            while not isinstance(decode_frame((await ws.receive()).data), FeaturesFrame):
+                pass
+        engine = server.service.streams.engines["tiny"]
+        stage = engine.stage
+        assert stage.frontend_cache is not None and stage.frontend_cache.streams == 1
+        server.service.streams.sessions[ready.stream_id].fail()
+        async with asyncio.timeout(30):
+            while stage.frontend_cache.streams or (stage.kv_cache is not None and stage.kv_cache.streams):
+                await asyncio.sleep(0.05)
+        assert engine.failed is None  # the engine goes on serving other streams
+        other, _ = await _open(http, server.ws_url, Hello(sample_rate=16000, outputs=("features",)))
+        await send_audio(other, audio[: 16000 * 2])
+        async with asyncio.timeout(30):
+            while not isinstance(decode_frame((await other.receive()).data), FeaturesFrame):
+                pass
