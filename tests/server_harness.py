@@ -89,6 +89,19 @@ def melody(seed: int, duration_s: float, sample_rate: int = SAMPLE_RATE) -> npt.
     return np.concatenate(notes).astype(np.float32)
 
 
+def harmonic_notes(seed: int, seconds: float, sample_rate: int = SAMPLE_RATE) -> npt.NDArray[np.float32]:
+    """Random harmonic notes of one timbre (0.1-0.3 s each, 150-500 Hz, 4 partials): distinct per seed."""
+    rng = np.random.default_rng(seed)
+    parts: list[npt.NDArray[np.float32]] = []
+    while sum(p.size for p in parts) < seconds * sample_rate:
+        n = int(rng.uniform(0.1, 0.3) * sample_rate)
+        t = np.arange(n) / sample_rate
+        f0 = rng.uniform(150, 500)
+        tone = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 5))
+        parts.append((0.2 * tone * np.minimum(1.0, t / 0.01) * np.exp(-3 * t)).astype(np.float32))
+    return np.concatenate(parts)[: int(seconds * sample_rate)]
+
+
 def planted_repeats(seed: int = 0, sample_rate: int = SAMPLE_RATE) -> tuple[npt.NDArray[np.float32], list[tuple[float, float]]]:
     """12 s of audio where a 2 s motif occurs at 3 s and again at 8 s (filler elsewhere).
 

@@ -5,25 +5,13 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import pytest
+from server_harness import harmonic_notes
 
 from ostinato.runtime.logmel import LogMel
 from ostinato.stream.frame_norm import BandFloor, FrameNormalizer
 from ostinato.stream.matcher_config import MatcherConfig
 
 SR = 16000
-
-
-def _tones(seed: int, seconds: float) -> npt.NDArray[np.float32]:
-    """A run of random harmonic notes (0.1-0.3 s each) in the low half of the spectrum."""
-    rng = np.random.default_rng(seed)
-    parts = []
-    while sum(p.size for p in parts) < seconds * SR:
-        n = int(rng.uniform(0.1, 0.3) * SR)
-        t = np.arange(n) / SR
-        f0 = rng.uniform(150, 500)
-        tone = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 5))
-        parts.append((0.2 * tone * np.minimum(1.0, t / 0.01) * np.exp(-3 * t)).astype(np.float32))
-    return np.concatenate(parts)[: int(seconds * SR)]
 
 
 def _unit(config: MatcherConfig, audio: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
@@ -80,9 +68,9 @@ def test_noise_that_starts_under_a_repeat_hurts_less_with_the_fast_mean_and_floo
     """The same notes heard clean and then under white noise at 5 dB SNR: the frames of the
     two occurrences are more alike with the log-mel defaults than with slow statistics only."""
     rng = np.random.default_rng(3)
-    notes = _tones(4, 3.0)
-    lead = _tones(5, 20.0)
-    gap = _tones(6, 10.0)
+    notes = harmonic_notes(4, 3.0)
+    lead = harmonic_notes(5, 20.0)
+    gap = harmonic_notes(6, 10.0)
     rms = float(np.sqrt(np.mean(notes**2)))
     noisy = notes + rng.standard_normal(notes.size).astype(np.float32) * rms / 10 ** (5 / 20)
     pre = rng.standard_normal(SR).astype(np.float32) * rms / 10 ** (5 / 20)  # noise starts 1 s early

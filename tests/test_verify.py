@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from server_harness import harmonic_notes
 
 from ostinato.runtime.logmel import LogMel
 from ostinato.stream.frame_ring import FrameRing
@@ -13,19 +14,6 @@ from ostinato.stream.verify import pair_evidence
 SR = 16000
 CONFIG = MatcherConfig.for_features("logmel")
 OFFSETS = tuple(CONFIG.frames(o) * s for o in CONFIG.background_offsets_s for s in (-1, 1))
-
-
-def _notes(seed: int, seconds: float) -> npt.NDArray[np.float32]:
-    """Random harmonic notes of one timbre (0.1-0.3 s each)."""
-    rng = np.random.default_rng(seed)
-    parts = []
-    while sum(p.size for p in parts) < seconds * SR:
-        n = int(rng.uniform(0.1, 0.3) * SR)
-        t = np.arange(n) / SR
-        f0 = rng.uniform(150, 500)
-        tone = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 5))
-        parts.append((0.2 * tone * np.minimum(1.0, t / 0.01) * np.exp(-3 * t)).astype(np.float32))
-    return np.concatenate(parts)[: int(seconds * SR)]
 
 
 def _ring(audio: npt.NDArray[np.float32]) -> FrameRing:
@@ -45,20 +33,20 @@ def _evidence(first: npt.NDArray[np.float32], second: npt.NDArray[np.float32], g
 
 def test_noisy_repeat_passes_and_a_same_timbre_look_alike_does_not() -> None:
     assert CONFIG.verify_min_evidence is not None
-    clip = _notes(1, 2.0)
+    clip = harmonic_notes(1, 2.0)
     rng = np.random.default_rng(0)
     rms = float(np.sqrt(np.mean(clip**2)))
     noisy = (0.7 * clip + rng.standard_normal(clip.size).astype(np.float32) * rms * 0.7 * 10 ** (-10 / 20)).astype(np.float32)
     repeat = _evidence(clip, noisy)
-    look_alike = _evidence(clip, _notes(2, 2.0))
+    look_alike = _evidence(clip, harmonic_notes(2, 2.0))
     assert repeat >= 1.5 * CONFIG.verify_min_evidence
     assert look_alike < 0.5 * CONFIG.verify_min_evidence
     # Longer pairs that keep aligning are stronger evidence.
-    assert _evidence(_notes(3, 4.0), _notes(3, 4.0)) > _evidence(_notes(3, 2.0), _notes(3, 2.0))
+    assert _evidence(harmonic_notes(3, 4.0), harmonic_notes(3, 4.0)) > _evidence(harmonic_notes(3, 2.0), harmonic_notes(3, 2.0))
 
 
 def test_too_few_frames_are_not_verified() -> None:
-    ring = _ring(_notes(4, 3.0))
+    ring = _ring(harmonic_notes(4, 3.0))
     ts = np.arange(100, 105, dtype=np.int64)
     assert np.isnan(pair_evidence(ring, ts, np.full(ts.size, 60), OFFSETS, 40, 10.0))
 
