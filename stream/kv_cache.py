@@ -50,6 +50,28 @@ class _Row:
     short: bool  # less past than the window's left context (after a gap)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Shared:
+    """A stream's last run over a window that starts at sample 0 (its left context clipped).
+
+    A stream's first windows all start at sample 0 and see the same samples, so they become ready
+    together and, gated, would run one after another. The first one's run covers every later
+    one's core (frames ``[first, first + N)``) with exactly the inputs and past that their own
+    runs would have, so they take their outputs and keys/values from it and run nothing.
+    """
+
+    start_sample: int
+    num_samples: int
+    output: str
+    first: int
+    out: npt.NDArray[np.float32]  # [N, H]
+    present: npt.NDArray[np.float32]  # [layers, 2, heads, N, head_dim]
+
+    def covers(self, w: Window, output: str) -> bool:
+        return (self.start_sample, self.num_samples, self.output) == (w.start_sample, w.num_samples, output) and \
+            self.first <= w.core_start_frame and w.core_start_frame + w.core_frames <= self.first + self.out.shape[0]
+
+
 class KVCache:
     """Per-stream K/V rings and the cached-encoder runs of batches (thread-safe per stream).
 
@@ -62,6 +84,7 @@ class KVCache:
         self.config = config
         self.stride = stride
         self._states: dict[str, KVState] = {}
+        self._shared: dict[str, _Shared] = {}
         self._lock = threading.Lock()
         self.frames_encoded = 0  # frames run through the transformer
         self.windows_short = 0  # windows that attended to less past than their left context
@@ -82,6 +105,7 @@ class KVCache:
         """Forget a stream (call once all of its windows were processed)."""
         with self._lock:
             self._states.pop(stream_id, None)
+            self._shared.pop(stream_id, None)
 
     def encode(
         self, model: Any, batch: Sequence[Window], conv: npt.NDArray[np.float32], output: str, frontend: Any
@@ -97,15 +121,24 @@ class KVCache:
 
         Returns:
             Per window its ``[core_frames, H]`` output, and the frames run through the
-            transformer (hop + right context per window).
+            transformer (hop + right context per window; none for a window whose core an
+            earlier run over the same samples covered, see :class:`_Shared`).
         """
         layout = model.kv_layout
         rows = [self._plan(model, w) for w in batch]
         out: list[npt.NDArray[np.float32] | None] = [None] * len(batch)
         presents: list[npt.NDArray[np.float32] | None] = [None] * len(batch)
         groups: dict[int, list[int]] = collections.defaultdict(list)
+        shared: dict[int, _Shared] = {}
         for i, row in enumerate(rows):
-            groups[self._new_frames(row.window, conv.shape[1])].append(i)
+            with self._lock:
+                prior = self._shared.get(row.window.stream_id)
+            w = row.window
+            if prior is not None and not row.gap and prior.covers(w, output):
+                a = w.core_start_frame - prior.first
+                out[i], presents[i] = prior.out[a : a + w.core_frames], prior.present[:, :, :, a : a + w.core_frames]
+                continue
+            groups[self._new_frames(w, conv.shape[1])].append(i)
         for idx in groups.values():  # every group runs before anything is stored (retries stay clean)
             ctx = [self._context(layout.context_frames, rows[i], conv[i], frontend) for i in idx]
             pasts = [self._past(layout, rows[i]) for i in idx]
@@ -114,9 +147,20 @@ class KVCache:
                 w = rows[i].window
                 out[i] = np.ascontiguousarray(result[output][j, : w.core_frames], dtype=np.float32)
                 presents[i] = result["present_key_values"][:, :, j, :, : w.core_frames]
+                if w.start_sample == 0:  # the stream's next windows may see these same samples
+                    n = self._new_frames(w, conv.shape[1])
+                    shared[i] = _Shared(w.start_sample, w.num_samples, output, w.core_start_frame,
+                                        np.array(result[output][j, :n], np.float32),
+                                        np.array(result["present_key_values"][:, :, j, :, :n], np.float32))
         for row, present in zip(rows, presents, strict=True):
             self._store(row, present, conv.shape[1])
-        encoded = sum(self._new_frames(r.window, conv.shape[1]) for r in rows)
+        with self._lock:
+            for i, row in enumerate(rows):
+                if i in shared:
+                    self._shared[row.window.stream_id] = shared[i]
+                elif row.window.start_sample != 0:
+                    self._shared.pop(row.window.stream_id, None)  # past the stream's start: nothing to share
+        encoded = sum(self._new_frames(rows[i].window, conv.shape[1]) for idx in groups.values() for i in idx)
         with self._lock:
             self.frames_encoded += encoded
         return [o for o in out if o is not None], encoded

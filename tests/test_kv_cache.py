@@ -19,6 +19,7 @@ from ostinato.runtime.w2v_frontend import FrontEndConfig
 from ostinato.runtime.w2v_kv import KVConfig, KVLayout, KVState, cached_feeds
 from ostinato.stream.frames import StreamEnd, StreamFeatures, Window
 from ostinato.stream.infer import InferenceConfig, InferenceStage
+from ostinato.stream.frontend_cache import ConvFrameCache
 from ostinato.stream.kv_cache import KVCache, StreamGate
 from ostinato.stream.retry import RetryPolicy
 from ostinato.stream.windowing import Windower, WindowerConfig, num_frames
@@ -228,8 +229,22 @@ class _Recording(KVCache):
 
 
 def _expected_new_frames(windows: Sequence[Window]) -> int:
-    """Hop + right context per window: frames from the core's start to the window's end."""
-    return sum(num_frames(w.num_samples) - (w.core_start_frame - w.start_sample // 320) for w in windows)
+    """Hop + right context per window: frames from the core's start to the window's end —
+    except for a stream's windows that start at sample 0 behind one that did, whose cores that
+    run already covered (same samples: they run nothing)."""
+    total, shared = 0, {}
+    for w in windows:
+        n = num_frames(w.num_samples) - (w.core_start_frame - w.start_sample // 320)
+        prior = shared.get(w.stream_id)
+        if w.start_sample == 0 and prior is not None and prior[0] == w.num_samples \
+                and prior[1] <= w.core_start_frame and w.core_start_frame + w.core_frames <= prior[2]:
+            continue
+        total += n
+        if w.start_sample == 0:
+            shared[w.stream_id] = (w.num_samples, w.core_start_frame, w.core_start_frame + n)
+        else:
+            shared.pop(w.stream_id, None)
+    return total
 
 
 async def test_cached_path_runs_each_frame_once_per_hop_with_offline_frame_times(model: Wav2Vec2Model, speech_like: Audio) -> None:
@@ -422,3 +437,30 @@ async def test_exports_without_the_cached_encoder_stream_as_before(tiny_w2v_dir:
         await stage.close()
     starts = np.concatenate([f.start_samples for f in _features(outputs, "s")])
     assert np.array_equal(starts, np.arange(num_frames(len(audio))) * 320)
+
+
+def test_windows_on_the_streams_first_samples_share_one_run(model: Wav2Vec2Model, speech_like: Audio) -> None:
+    # Left context of two hops: windows 0-2 all start at sample 0 (same samples). The first run
+    # covers the next two cores with exactly their inputs and past, so they run nothing and
+    # their outputs equal what their own runs give.
+    config = WindowerConfig(hop_samples=3200, left_context_samples=6400, right_context_samples=640)
+    windows = Windower(config, "s").push(speech_like(3.0, seed=5))[:4]
+    assert [w.start_sample for w in windows[:3]] == [0, 0, 0] and windows[3].start_sample > 0
+
+    def run(share: bool) -> tuple[list[npt.NDArray[np.float32]], list[int]]:
+        front, kv = ConvFrameCache(FrontEndConfig(), 320), KVCache(KVConfig(), 320)
+        outs, encoded = [], []
+        for w in windows:
+            conv = front.conv_batch(model, [w])
+            if not share:
+                kv._shared.clear()
+            o, n = kv.encode(model, [w], conv, model.default_output, front)
+            outs.append(o[0])
+            encoded.append(n)
+        return outs, encoded
+
+    shared, n_shared = run(True)
+    ran, n_ran = run(False)
+    assert n_shared[1] == n_shared[2] == 0 and min(n_ran) > 0 and n_shared[3] == n_ran[3]
+    for a, b in zip(shared, ran, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
