@@ -202,6 +202,7 @@ class InferenceStage:
         ]
         self._held: Window | StreamEnd | None = None
         self._queue: Channel[Any] | None = None  # the stage's own inbox (health reports its depth)
+        self._kv_counted = (0, 0)  # K/V restarts and short windows already in the metrics
         self._closed = False
         self.frontend_cache: ConvFrameCache | None = None
         if config.frontend is not None and supports_cache(models):
@@ -346,7 +347,9 @@ class InferenceStage:
             )
             return batch, marker
         self._set_queue(self._queue)
-        return await collect_gated(self.gate, inbox, self._gated_batch_size, max_wait_s)
+        collected = await collect_gated(self.gate, inbox, self._gated_batch_size, max_wait_s)
+        self._note_kv()
+        return collected
 
     def _gated_batch_size(self) -> int:
         """K/V path: a batch holds at most its share of the live streams per worker. A stream
@@ -389,6 +392,7 @@ class InferenceStage:
                 self.prefetch.forget(batch)
             if self.gate is not None:
                 self.gate.finish(batch)
+            self._note_kv()
         return [] if result is None else self._package(result)
 
     async def _guarded_run(self, worker: _Worker, batch: list[Window]) -> _Result | None:
@@ -538,6 +542,19 @@ class InferenceStage:
     def _note_breaker(self) -> None:
         if self.health is not None:
             self.health.set_breaker(STAGE, self.breaker.state.value)
+
+    def _note_kv(self) -> None:
+        """K/V path counters and gauges into the metrics (after each batch)."""
+        kv, m = self.kv_cache, self._metrics
+        if kv is None or m is None:
+            return
+        restarts, short = kv.restarts, kv.windows_short
+        m.kv_restarts.inc(restarts - self._kv_counted[0])
+        m.kv_short_windows.inc(short - self._kv_counted[1])
+        self._kv_counted = (restarts, short)
+        m.cache_bytes.labels("kv").set(kv.nbytes)
+        if self.gate is not None:
+            m.held_windows.set(self.gate.held)
 
     def _set_queue(self, inbox: Channel[Any] | None) -> None:
         if self.health is not None and inbox is not None:

@@ -140,6 +140,28 @@ class StreamMetrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=r,
         )
+        # Per-stream caches of split exports (conv frames, left-context K/V).
+        self.kv_restarts = Counter(
+            "ostinato_inference_kv_restarts_total",
+            "Streams whose K/V past restarted because a window before was dropped or failed",
+            registry=r,
+        )
+        self.kv_short_windows = Counter(
+            "ostinato_inference_kv_short_windows_total",
+            "Windows that attended to less past than their left context (after a restart)",
+            registry=r,
+        )
+        self.held_windows = Gauge(
+            "ostinato_inference_held_windows",
+            "Windows waiting for their stream's previous window (K/V path; bounded by max_held_windows)",
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "ostinato_inference_cache_bytes",
+            "Memory of the per-stream caches, by cache (kv: left-context keys/values)",
+            ["cache"],
+            registry=r,
+        )
         self.rtf = Gauge(
             "ostinato_inference_rtf_ratio",
             "Real-time factor of inference: busy time / audio time inferred (lower is faster)",

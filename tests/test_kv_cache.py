@@ -21,6 +21,7 @@ from ostinato.stream.frames import StreamEnd, StreamFeatures, Window
 from ostinato.stream.infer import InferenceConfig, InferenceStage
 from ostinato.stream.frontend_cache import ConvFrameCache
 from ostinato.stream.kv_cache import KVCache, StreamGate
+from ostinato.stream.metrics import StreamMetrics
 from ostinato.stream.retry import RetryPolicy
 from ostinato.stream.windowing import Windower, WindowerConfig, num_frames
 from tests.harness import run_stage
@@ -311,10 +312,15 @@ async def test_a_dropped_window_restarts_the_past_and_is_counted(model: Wav2Vec2
     items = [*windows[:3], stale, *windows[4:], StreamEnd("s", len(audio))]
     dropped: list[tuple[int, str]] = []
     config = _config(max_lag_s=5.0)
-    stage = InferenceStage([model], config, clock=lambda: now, on_drop=lambda w, r: dropped.append((w.index, r)))
+    metrics = StreamMetrics()
+    stage = InferenceStage([model], config, clock=lambda: now, on_drop=lambda w, r: dropped.append((w.index, r)),
+                           metrics=metrics)
     outputs = await run_stage(stage, items)
     await stage.close()
     assert dropped == [(3, "deadline")] and stage.stats.dropped["deadline"] == 1
+    # ... and so do the metrics: one restart, one short window, the rings' memory, nothing held at the end
+    assert metrics.kv_restarts._value.get() == 1 and metrics.kv_short_windows._value.get() == 1
+    assert metrics.cache_bytes.labels("kv")._value.get() > 0 and metrics.held_windows._value.get() == 0
     kv = stage.kv_cache
     # The next window ran with no past (the stream's K/V restarted at its core), counted.
     assert kv is not None and kv.restarts == 1 and kv.windows_short == 1
