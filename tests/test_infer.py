@@ -24,7 +24,7 @@ from ostinato.stream.infer import InferenceConfig, InferenceStage
 from ostinato.stream.metrics import StreamMetrics
 from ostinato.stream.retry import RetryPolicy
 from ostinato.stream.windowing import Windower, WindowerConfig, num_frames
-from tests.harness import run_stage
+from harness import run_stage
 
 CONFIG = WindowerConfig(hop_samples=3200, left_context_samples=1600, right_context_samples=640)
 

@@ -24,7 +24,7 @@ from ostinato.stream.kv_cache import KVCache, StreamGate
 from ostinato.stream.metrics import StreamMetrics
 from ostinato.stream.retry import RetryPolicy
 from ostinato.stream.windowing import Windower, WindowerConfig, num_frames
-from tests.harness import run_stage
+from harness import run_stage
 
 # hop 10 frames, left context 5, right context 2 (the tiny model's positional conv reads 8 back)
 CONFIG = WindowerConfig(hop_samples=3200, left_context_samples=1600, right_context_samples=640)
