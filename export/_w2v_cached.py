@@ -77,6 +77,12 @@ def context_frames(hf_config: Any) -> int:
     return int(hf_config.num_conv_pos_embeddings) // 2
 
 
+def kv_shape(source: SourceModel, batch: int, frames: int) -> tuple[int, int, int, int, int, int]:
+    """``[layers, 2 (key, value), batch, heads, frames, head_dim]`` of the past/present K/V."""
+    heads = int(source.hf_config.num_attention_heads)
+    return source.num_layers, 2, batch, heads, frames, int(source.hf_config.hidden_size) // heads
+
+
 class CachedEncoder(torch.nn.Module):
     """The transformer of ``source`` over new frames with a K/V past (see the module doc).
 
@@ -102,8 +108,7 @@ class CachedEncoder(torch.nn.Module):
         self.layers = owner.encoder.layers
         self.lm_head = getattr(source.model, "lm_head", None)
         self.stable = bool(cfg.do_stable_layer_norm)
-        self.heads = int(cfg.num_attention_heads)
-        self.head_dim = int(cfg.hidden_size) // self.heads
+        _, _, _, self.heads, _, self.head_dim = kv_shape(source, 1, 0)
         kernel = int(cfg.num_conv_pos_embeddings)
         self.context = kernel // 2
         self.right_pad = kernel - 1 - kernel // 2
@@ -176,9 +181,8 @@ def _example(source: SourceModel, batch: int, past: int, new: int, seed: int = 0
     cfg = source.hf_config
     g = torch.Generator().manual_seed(seed)
     p = context_frames(cfg)
-    heads = int(cfg.num_attention_heads)
     conv = torch.randn(batch, p + new, int(cfg.conv_dim[-1]), generator=g)
-    kv = torch.randn(source.num_layers, 2, batch, heads, past, int(cfg.hidden_size) // heads, generator=g)
+    kv = torch.randn(*kv_shape(source, batch, past), generator=g)
     return conv, torch.ones(batch, p), kv, torch.ones(batch, past)
 
 
@@ -246,17 +250,12 @@ def export_cached(
 
 
 def _empty_past_runner(tmp: Path, source: SourceModel, session: Any) -> Callable[[npt.NDArray[np.float32], list[str]], dict[str, npt.NDArray[np.float32]]]:
-    from ostinato.export._w2v_split import FRONTEND_FILE, ort_session, patch_geometry
-    from ostinato.runtime.w2v_frontend import window_stats
+    from ostinato.export._w2v_split import FRONTEND_FILE, conv_runner
 
-    front = ort_session(tmp / FRONTEND_FILE, [session.get_providers()[0]])
-    patch = patch_geometry(source)
+    conv = conv_runner(tmp / FRONTEND_FILE, source, [session.get_providers()[0]])
 
     def run(x: npt.NDArray[np.float32], names: list[str]) -> dict[str, npt.NDArray[np.float32]]:
-        stats = window_stats(x, source.do_normalize, patch)
-        (conv,) = front.run(["conv_features"], {"input_values": x, **stats.feeds()})
-        feeds = empty_feeds(source, conv)
-        return dict(zip(names, session.run(names, feeds), strict=True))
+        return dict(zip(names, session.run(names, empty_feeds(source, conv(x))), strict=True))
 
     return run
 
@@ -266,8 +265,7 @@ def empty_feeds(source: SourceModel, conv: npt.NDArray[np.float32]) -> dict[str,
     cfg = source.hf_config
     b, _, c = conv.shape
     p = context_frames(cfg)
-    heads = int(cfg.num_attention_heads)
-    past = np.zeros((source.num_layers, 2, b, heads, 0, int(cfg.hidden_size) // heads), np.float32)
+    past = np.zeros(kv_shape(source, b, 0), np.float32)
     return {
         "conv_features": np.concatenate([np.zeros((b, p, c), np.float32), conv], axis=1),
         "context_mask": np.zeros((b, p), np.float32),
@@ -293,8 +291,7 @@ def check_chunked(
     g = np.random.default_rng(seed)
     p = context_frames(cfg)
     conv = g.standard_normal((2, p + frames, int(cfg.conv_dim[-1]))).astype(np.float32)
-    heads, dim = int(cfg.num_attention_heads), int(cfg.hidden_size) // int(cfg.num_attention_heads)
-    kv = np.zeros((source.num_layers, 2, 2, heads, 0, dim), np.float32)
+    kv = np.zeros(kv_shape(source, 2, 0), np.float32)
     worst_abs, worst_cos = 0.0, 1.0
     for step, start in enumerate(range(0, frames - hop - right + 1, hop)):
         mask = np.ones((2, kv.shape[4]), np.float32)
@@ -326,15 +323,15 @@ def check_chunked(
 def cached_info(source: SourceModel) -> dict[str, Any]:
     """Manifest ``extra["cached_encoder"]``: what ``encoder_cached.onnx`` takes and gives."""
     cfg = source.hf_config
-    heads = int(cfg.num_attention_heads)
+    layers, _, _, heads, _, head_dim = kv_shape(source, 1, 0)
     return {
         "file": CACHED_FILE,
         "inputs": list(_INPUTS),
         "present": PRESENT_NAME,
         "context_frames": context_frames(cfg),
-        "num_layers": source.num_layers,
+        "num_layers": layers,
         "num_heads": heads,
-        "head_dim": int(cfg.hidden_size) // heads,
+        "head_dim": head_dim,
         "layout": "past/present_key_values [layers, 2 (key, value), batch, heads, frames, head_dim]; "
         "context_mask [batch, context_frames] and past_mask [batch, past_frames]: 1 real, 0 padding",
     }

@@ -39,7 +39,7 @@ from ostinato.runtime.w2v_frontend import window_stats
 if TYPE_CHECKING:
     from ostinato.export.wav2vec2 import Wav2Vec2ExportConfig
 
-__all__ = ["CONV_FEATURES", "ENCODER_FILE", "FRONTEND_FILE", "FrontEndModule", "export_split", "ort_session", "patch_geometry", "split_info"]
+__all__ = ["CONV_FEATURES", "ENCODER_FILE", "FRONTEND_FILE", "FrontEndModule", "conv_runner", "export_split", "ort_session", "patch_geometry", "split_info"]
 
 logger = logging.getLogger(__name__)
 
@@ -196,17 +196,29 @@ def export_split(
 def _split_runner(
     frontend: Path, encoder: Path, source: SourceModel, providers: Sequence[str]
 ) -> Callable[[npt.NDArray[np.float32], list[str]], dict[str, npt.NDArray[np.float32]]]:
-    front, enc = ort_session(frontend, providers), ort_session(encoder, providers)
-    patch = patch_geometry(source)
+    conv, enc = conv_runner(frontend, source, providers), ort_session(encoder, providers)
 
     def run(x: npt.NDArray[np.float32], names: list[str]) -> dict[str, npt.NDArray[np.float32]]:
+        return dict(zip(names, enc.run(names, {CONV_FEATURES: conv(x)}), strict=True))
+
+    return run
+
+
+def conv_runner(
+    frontend: Path, source: SourceModel, providers: Sequence[str]
+) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+    """``frontend.onnx`` for validation: audio rows → conv frames, each row with its own statistics."""
+    front = ort_session(frontend, providers)
+    patch = patch_geometry(source)
+
+    def conv(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         # Validation inputs are already normalised (as the runtime feeds model.onnx);
         # measuring them again gives mean 0 / std 1, so both graphs see the same audio.
         stats = window_stats(x, source.do_normalize, patch)
-        (conv,) = front.run([CONV_FEATURES], {"input_values": x, **stats.feeds()})
-        return dict(zip(names, enc.run(names, {CONV_FEATURES: conv}), strict=True))
+        (frames,) = front.run([CONV_FEATURES], {"input_values": x, **stats.feeds()})
+        return np.asarray(frames, np.float32)
 
-    return run
+    return conv
 
 
 def ort_session(path: Path, providers: Sequence[str]) -> Any:
