@@ -30,6 +30,11 @@ def wav(tmp_path: Path, speech_like) -> Path:  # type: ignore[no-untyped-def]
     return path
 
 
+def _run_file(model: Path, wav: Path, *args: str) -> int:
+    """``ostinato run`` over ``wav`` with ``model`` on the CPU, quietly, plus ``args``."""
+    return main(["run", "--source", str(wav), "--model", str(model), "--provider", "cpu", "--quiet", *args])
+
+
 def test_run_file_writes_every_sink(tiny_w2v_dir: Path, wav: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     code = main(["run", "--source", f"file:{wav}", "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
@@ -50,9 +55,8 @@ def test_run_file_writes_every_sink(tiny_w2v_dir: Path, wav: Path, tmp_path: Pat
 
 def test_seed_configuration_runs(tiny_w2v_dir: Path, wav: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "seed.npy"
-    code = main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
-                 "--chunk-samples", "1600", "--overlap-samples", "400", "--max-queue", "10", "--batch-size", "4",
-                 "--streams", "2", "--out", str(out)])
+    code = _run_file(tiny_w2v_dir, wav, "--chunk-samples", "1600", "--overlap-samples", "400", "--max-queue", "10",
+                     "--batch-size", "4", "--streams", "2", "--out", str(out))
     assert code == 0
     assert "hop 1600 + left 320 + right 0 + 80 = 2000 samples" in capsys.readouterr().err
     files = sorted(tmp_path.glob("seed.*.npy"))
@@ -87,7 +91,7 @@ def test_run_stdin_pipe(tiny_w2v_dir: Path, tmp_path: Path, monkeypatch: pytest.
     ],
 )
 def test_bad_options_are_user_errors(tiny_w2v_dir: Path, wav: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet", *extra])
+    code = _run_file(tiny_w2v_dir, wav, *extra)
     assert code == 2
     assert message in capsys.readouterr().err
 
@@ -129,16 +133,13 @@ def test_status_line() -> None:
 def test_edge_profile_sets_geometry_and_explicit_options_win(tiny_w2v_dir: Path, wav: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     summary = tmp_path / "s.json"
-    assert main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
-                 "--profile", "edge", "--summary-json", str(summary)]) == 0
+    assert _run_file(tiny_w2v_dir, wav, "--profile", "edge", "--summary-json", str(summary)) == 0
     assert "hop 8000 + left 8000 + right 3840 + 80 = 19920 samples" in capsys.readouterr().err
     assert json.loads(summary.read_text())["mean_batch_size"] == 1.0  # edge: no batching
-    assert main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
-                 "--profile", "edge", "--hop-s", "0.24", "--right-context-s", "0"]) == 0
+    assert _run_file(tiny_w2v_dir, wav, "--profile", "edge", "--hop-s", "0.24", "--right-context-s", "0") == 0
     assert "hop 3840 + left 8000 + right 0 + 80 = 11920 samples" in capsys.readouterr().err
     # seed-style geometry given explicitly wins too (the profile's seconds must not collide with it)
-    assert main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
-                 "--profile", "edge", "--chunk-samples", "1600", "--overlap-samples", "400"]) == 0
+    assert _run_file(tiny_w2v_dir, wav, "--profile", "edge", "--chunk-samples", "1600", "--overlap-samples", "400") == 0
     assert "hop 1600 + left 320 + right 0 + 80 = 2000 samples" in capsys.readouterr().err
 
 
@@ -157,11 +158,9 @@ def test_edge_profile_model_settings_are_a_valid_served_model(tiny_w2v_dir: Path
 def test_frontend_cache_is_the_default_for_split_exports_and_can_be_turned_off(
         tiny_w2v_dir: Path, wav: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cached, whole = tmp_path / "cached.npy", tmp_path / "whole.npy"
-    assert main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
-                 "--out", str(cached)]) == 0
+    assert _run_file(tiny_w2v_dir, wav, "--out", str(cached)) == 0
     assert "compute  conv front end cached per stream, running statistics" in capsys.readouterr().err
-    assert main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
-                 "--no-frontend-cache", "--out", str(whole)]) == 0
+    assert _run_file(tiny_w2v_dir, wav, "--no-frontend-cache", "--out", str(whole)) == 0
     assert "compute  whole windows" in capsys.readouterr().err
     a, b = np.load(cached), np.load(whole)
     assert a.shape == b.shape and not np.allclose(a, b, atol=1e-4)  # running vs per-window statistics
@@ -170,11 +169,9 @@ def test_frontend_cache_is_the_default_for_split_exports_and_can_be_turned_off(
 def test_kv_cache_is_the_default_for_cached_encoders_and_can_be_turned_off(
         tiny_w2v_dir: Path, wav: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     kv, plain = tmp_path / "kv.npy", tmp_path / "plain.npy"
-    assert main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
-                 "--out", str(kv)]) == 0
+    assert _run_file(tiny_w2v_dir, wav, "--out", str(kv)) == 0
     assert "cached left-context K/V" in capsys.readouterr().err
-    assert main(["run", "--source", str(wav), "--model", str(tiny_w2v_dir), "--provider", "cpu", "--quiet",
-                 "--no-kv-cache", "--out", str(plain)]) == 0
+    assert _run_file(tiny_w2v_dir, wav, "--no-kv-cache", "--out", str(plain)) == 0
     err = capsys.readouterr().err
     assert "conv front end cached per stream" in err and "K/V" not in err
     assert np.load(kv).shape == np.load(plain).shape  # same frames either way
