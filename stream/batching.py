@@ -147,20 +147,20 @@ class StreamGate:
 
 
 async def collect_gated(
-    gate: StreamGate, inbox: Channel[Window | StreamEnd], batch_size: int | Callable[[], int], max_wait_s: float
+    gate: StreamGate, inbox: Channel[Window | StreamEnd], batch_size: Callable[[], int], max_wait_s: float
 ) -> tuple[list[Window], StreamEnd | None]:
     """Next batch of equal-length windows of distinct, idle streams, or an end marker.
 
     Like the stage's plain batching (an end marker closes a batch), but a window whose stream
     has a window in flight or held is held back (:class:`StreamGate`) and goes in a later
-    batch. ``batch_size`` may be a callable, asked once the first window is in (the limit can
-    depend on what finished meanwhile). Returns ``([], None)`` once the inbox ended and nothing
+    batch. ``batch_size()`` is asked once the first window is in (the limit can depend on
+    what finished meanwhile). Returns ``([], None)`` once the inbox ended and nothing
     is held.
     """
     first = await _first_item(gate, inbox)
     if first is None or isinstance(first, StreamEnd):
         return [], first
-    limit = batch_size() if callable(batch_size) else batch_size
+    limit = batch_size()
     batch, streams = [first], {first.stream_id}
     deadline = asyncio.get_running_loop().time() + max_wait_s
     while len(batch) < limit:
