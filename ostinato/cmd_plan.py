@@ -194,13 +194,14 @@ def _window_work(model: Any, windows: np.ndarray, hop_samples: int, left_frames:
     layout = model.kv_layout
     p, rows = layout.context_frames, conv.shape[0]
     feeds = cached_feeds(layout, [np.concatenate([np.zeros((p, conv.shape[2]), np.float32), c[left_frames:]]) for c in conv],
-                         [np.ones(p, np.float32)] * rows, [layout.empty(1, left_frames)[:, :, 0]] * rows)
+                         [np.ones(p, np.float32)] * rows, [(layout.empty(1, left_frames)[:, :, 0],)] * rows)
     return lambda: (model.frontend(fresh), model.encode_cached(feeds, [model.default_output]))
 
 
 def calibrate(model_dir: Path, cfg: PlanConfig, provider: str, threads: int, seconds: float) -> Calibration:
     """Load the model in this process and time one window's work at batch 1 and ``cfg.batch_size``."""
     from ostinato.runtime.w2v_frontend import FrontEndConfig
+    from ostinato.runtime.w2v_kv import KVConfig
     from ostinato.runtime.wav2vec2 import Wav2Vec2Model
 
     before = _rss_mb()
@@ -219,8 +220,8 @@ def calibrate(model_dir: Path, cfg: PlanConfig, provider: str, threads: int, sec
         ran = _rss_mb()
         provider_used = model.session.providers[0]
         cache_floats = FrontEndConfig().cache_frames * model.conv_dim if model.has_split else 0
-        if model.has_cached_encoder:  # the stream's K/V: one window's frames, in a buffer twice that
-            cache_floats += 2 * frames * model.kv_layout.frame_bytes // 4
+        if model.has_cached_encoder:  # the stream's K/V ring: one window's frames, at most max_past_frames
+            cache_floats += min(frames, KVConfig().max_past_frames) * model.kv_layout.frame_bytes // 4
         with Wav2Vec2Model.from_dir(model_dir, provider, threads):
             session_mb = max(0.0, _rss_mb() - ran)
     first_mb = max(0.0, loaded - before)

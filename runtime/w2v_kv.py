@@ -8,10 +8,11 @@ not kept: the next window computes them again as its core, with their own right 
 
 :class:`KVState` is one stream's bounded ring of those keys/values: at most
 ``KVConfig.max_past_frames`` frames x layers x 2 x hidden float32 (base: 72 KiB per frame;
-it keeps one window's frames: 99 at the default geometry, 7 MiB), in a buffer twice that size
-(14 MiB; 72 MiB at the 512-frame bound) so that a past is a view, never gathered. Frames are
-appended in order; a gap (a dropped or failed window) makes the next window start a new past
-(:meth:`KVState.restart`, counted).
+it keeps one window's frames: 99 at the default geometry, 7 MiB; 36 MiB at the 512-frame
+bound). A past is read as at most two views of the ring (:meth:`KVState.past_parts`), which
+:func:`cached_feeds` copies straight into the batch's feed: one copy per frame, no gather.
+Frames are appended in order; a gap (a dropped or failed window) makes the next window start a
+new past (:meth:`KVState.restart`, counted).
 """
 
 from __future__ import annotations
@@ -68,26 +69,23 @@ class KVLayout:
 
 
 class KVState:
-    """One stream's buffer of per-layer keys/values of its newest core frames.
+    """One stream's ring of per-layer keys/values of its newest core frames.
 
-    Holds frames ``[first_frame, next_frame)`` (contiguous, at most :attr:`capacity`), stored
-    in order in a buffer twice that long, so a past is always a view (no gather): appending
-    writes behind the newest frame, and only when the buffer's end is reached are the kept
-    frames moved to its front (amortised: about one frame copied per frame stored). Not
-    thread-safe: the stage keeps at most one window per stream in flight, which serialises
-    every access.
+    Holds frames ``[first_frame, next_frame)`` (contiguous, at most :attr:`capacity`) in a ring
+    of exactly :attr:`capacity` frames: appending overwrites the oldest, a past is read as one
+    or two views (:meth:`past_parts`). Not thread-safe: the stage keeps at most one window per
+    stream in flight, which serialises every access.
 
     Args:
         layout: Past shape.
-        config: Bound of the buffer.
+        config: Bound of the ring.
     """
 
     def __init__(self, layout: KVLayout, config: KVConfig) -> None:
         self.layout = layout
         self.config = config
         self._buf = np.zeros((layout.num_layers, 2, layout.num_heads, 0, layout.head_dim), np.float32)
-        self._capacity = 0
-        self._start = 0  # buffer index of first_frame
+        self._start = 0  # ring index of first_frame
         self.restarts = 0
         self.frames_stored = 0
         self.next_frame = 0
@@ -96,11 +94,11 @@ class KVState:
     @property
     def capacity(self) -> int:
         """Frames the state keeps now (grows on demand up to ``max_past_frames``)."""
-        return self._capacity
+        return int(self._buf.shape[3])
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the buffer (twice :attr:`capacity` frames)."""
+        """Bytes held by the ring (:attr:`capacity` frames)."""
         return int(self._buf.nbytes)
 
     @property
@@ -118,55 +116,77 @@ class KVState:
         self.first_frame = self.next_frame = first
         self._start = 0
 
-    def past(self, first: int, end: int) -> npt.NDArray[np.float32]:
-        """Keys/values of frames ``[first, end)``: a view ``[layers, 2, heads, end - first, head_dim]``.
+    def past_parts(self, first: int, end: int) -> tuple[npt.NDArray[np.float32], ...]:
+        """Keys/values of frames ``[first, end)`` in order, as one or two views of the ring
+        (``[layers, 2, heads, n, head_dim]`` each; none for an empty past).
 
         Raises:
             ValueError: Not all of those frames are kept.
         """
         if not self.has(first, end):
             raise ValueError(f"past [{first}, {end}) not cached (ring holds [{self.first_frame}, {self.next_frame}))")
-        a = self._start + first - self.first_frame
-        return self._buf[:, :, :, a : a + end - first]
+        return self._slices(self._start + first - self.first_frame, end - first)
+
+    def past(self, first: int, end: int) -> npt.NDArray[np.float32]:
+        """Keys/values of frames ``[first, end)`` as one array (a copy when the ring wraps)."""
+        parts = self.past_parts(first, end)
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts, axis=3) if parts else self.layout.empty(1)[:, :, 0]
 
     def store(self, first: int, present: npt.NDArray[np.float32], want: int) -> None:
         """Append frames ``[first, first + n)`` (``present [layers, 2, heads, n, head_dim]``).
 
         ``first`` must be :attr:`next_frame` (call :meth:`restart` first otherwise). ``want``
-        is how many past frames the stream's windows ask for: the buffer grows to it (bounded).
+        is how many past frames the stream's windows ask for: the ring grows to it (bounded).
         """
         if first != self.next_frame:
             raise ValueError(f"K/V must be stored in order: got frame {first}, expected {self.next_frame}")
         self._grow(min(max(want, 1), self.config.max_past_frames))
-        size = self._capacity
+        size = self.capacity
         new = present[:, :, :, -size:]
         n = new.shape[3]
         keep = min(self._count, size - n)
-        old_end = self._start + self._count
-        if old_end + n > self._buf.shape[3]:  # move the kept frames to the front
-            self._buf[:, :, :, :keep] = self._buf[:, :, :, old_end - keep : old_end].copy()
-            self._start, old_end = 0, keep
+        if keep == 0:
+            self._start, at = 0, 0
         else:
-            self._start = old_end - keep
-        self._buf[:, :, :, old_end : old_end + n] = new
+            at = (self._start + self._count) % size
+            self._start = (self._start + self._count - keep) % size
+        done = 0
+        for part in self._slices(at, n):  # overwrites exactly the frames that fall out
+            part[...] = new[:, :, :, done : done + part.shape[3]]
+            done += part.shape[3]
         self.next_frame = first + present.shape[3]
         self.first_frame = self.next_frame - keep - n
         self.frames_stored += present.shape[3]
 
+    def _slices(self, at: int, n: int) -> tuple[npt.NDArray[np.float32], ...]:
+        """Views of ``n`` ring slots from slot ``at`` (mod capacity), in order."""
+        if n == 0:
+            return ()
+        size = self.capacity
+        at %= size
+        if at + n <= size:
+            return (self._buf[:, :, :, at : at + n],)
+        return self._buf[:, :, :, at:], self._buf[:, :, :, : at + n - size]
+
     def _grow(self, size: int) -> None:
-        if size <= self._capacity:
+        if size <= self.capacity:
             return
-        buf = np.zeros((*self._buf.shape[:3], 2 * size, self._buf.shape[4]), np.float32)
         count = self._count
-        buf[:, :, :, :count] = self._buf[:, :, :, self._start : self._start + count]
-        self._buf, self._capacity, self._start = buf, size, 0
+        buf = np.zeros((*self._buf.shape[:3], size, self._buf.shape[4]), np.float32)
+        done = 0
+        for part in self._slices(self._start, count):
+            buf[:, :, :, done : done + part.shape[3]] = part
+            done += part.shape[3]
+        self._buf, self._start = buf, 0
 
 
 def cached_feeds(
     layout: KVLayout,
     conv: Sequence[npt.NDArray[np.float32]],
     context: Sequence[npt.NDArray[np.float32]],
-    pasts: Sequence[npt.NDArray[np.float32]],
+    pasts: Sequence[Sequence[npt.NDArray[np.float32]]],
 ) -> dict[str, npt.NDArray[np.float32]]:
     """Batch rows into ``encoder_cached.onnx`` feeds; shorter pasts are padded and masked.
 
@@ -175,20 +195,24 @@ def cached_feeds(
         conv: Per row ``[P + N, C]`` conv frames (``P`` context frames, then ``N`` new ones;
             equal ``N`` across rows).
         context: Per row ``[P]`` 1/0: which context frames exist.
-        pasts: Per row ``[layers, 2, heads, L_row, head_dim]``.
+        pasts: Per row its past in order, as consecutive parts ``[layers, 2, heads, n, head_dim]``
+            (:meth:`KVState.past_parts`; an empty sequence for no past). Copied once, straight
+            into the feed.
 
     Returns:
         ``conv_features``, ``context_mask``, ``past_key_values``, ``past_mask``.
     """
     rows = len(conv)
-    longest = max(p.shape[3] for p in pasts)
+    lengths = [sum(int(part.shape[3]) for part in p) for p in pasts]
+    longest = max(lengths)
     kv = layout.empty(rows, longest)
     mask = np.zeros((rows, longest), np.float32)
-    for b, p in enumerate(pasts):
-        n = p.shape[3]
-        if n:
-            kv[:, :, b, :, longest - n :] = p
-            mask[b, longest - n :] = 1.0
+    for b, (parts, n) in enumerate(zip(pasts, lengths, strict=True)):
+        at = longest - n
+        for part in parts:
+            kv[:, :, b, :, at : at + part.shape[3]] = part
+            at += part.shape[3]
+        mask[b, longest - n :] = 1.0
     return {
         "conv_features": np.stack(conv).astype(np.float32, copy=False),
         "context_mask": np.stack(context).astype(np.float32, copy=False),

@@ -141,7 +141,7 @@ class KVCache:
             groups[self._new_frames(w, conv.shape[1])].append(i)
         for idx in groups.values():  # every group runs before anything is stored (retries stay clean)
             ctx = [self._context(layout.context_frames, rows[i], conv[i], frontend) for i in idx]
-            pasts = [self._past(layout, rows[i]) for i in idx]
+            pasts = [self._past(rows[i]) for i in idx]
             result = model.encode_cached(cached_feeds(layout, [c for c, _ in ctx], [m for _, m in ctx], pasts), [output])
             for j, i in enumerate(idx):
                 w = rows[i].window
@@ -177,12 +177,9 @@ class KVCache:
         """Frames of ``w`` run through the transformer: its core and right context."""
         return total - (w.core_start_frame - w.start_sample // self.stride)
 
-    def _past(self, layout: Any, row: _Row) -> npt.NDArray[np.float32]:
+    def _past(self, row: _Row) -> tuple[npt.NDArray[np.float32], ...]:
         core = row.window.core_start_frame
-        if row.past_first == core:
-            empty: npt.NDArray[np.float32] = layout.empty(1)[:, :, 0]
-            return empty
-        return row.state.past(row.past_first, core)
+        return () if row.past_first == core else row.state.past_parts(row.past_first, core)
 
     def _context(
         self, p: int, row: _Row, conv: npt.NDArray[np.float32], frontend: Any

@@ -120,8 +120,7 @@ def test_empty_past_equals_the_encoder(model: Wav2Vec2Model, speech_like: Audio)
     layout = model.kv_layout
     p = layout.context_frames
     feeds = cached_feeds(
-        layout, [np.concatenate([np.zeros((p, conv.shape[2]), np.float32), conv[0]])], [np.zeros(p, np.float32)],
-        [layout.empty(1)[:, :, 0]],
+        layout, [np.concatenate([np.zeros((p, conv.shape[2]), np.float32), conv[0]])], [np.zeros(p, np.float32)], [()],
     )
     got = model.encode_cached(feeds)
     want = model.encode(conv)
@@ -137,7 +136,7 @@ def test_kv_ring_is_bounded_and_ordered() -> None:
     frames = rng.standard_normal((2, 2, 2, 100, 4)).astype(np.float32)
     for start in range(0, 100, 10):
         state.store(start, frames[:, :, :, start : start + 10], want=40)  # asks for more than the bound
-        assert state.capacity <= 16 and state.nbytes == 2 * state.capacity * layout.frame_bytes  # bounded
+        assert state.capacity <= 16 and state.nbytes == state.capacity * layout.frame_bytes  # bounded
     assert state.capacity == 16 and (state.first_frame, state.next_frame) == (84, 100)
     np.testing.assert_array_equal(state.past(90, 100), frames[:, :, :, 90:100])
     assert state.has(84, 100) and not state.has(80, 100) and not state.has(90, 99)
@@ -174,7 +173,23 @@ def test_ring_views_match_the_stored_frames_under_any_chunking() -> None:
         kept = min(kept + n, state.capacity)
         assert (state.first_frame, state.next_frame) == (pos - kept, pos)
         np.testing.assert_array_equal(state.past(pos - kept, pos), frames[:, :, :, pos - kept : pos])
-    assert state.capacity == 20 and state.nbytes == 40 * layout.frame_bytes
+    assert state.capacity == 20 and state.nbytes == 20 * layout.frame_bytes
+
+
+def test_wrapped_past_is_fed_in_order_without_a_gather() -> None:
+    layout = KVLayout(num_layers=1, num_heads=1, head_dim=2, context_frames=2)
+    state = KVState(layout, KVConfig(max_past_frames=8))
+    frames = np.arange(2 * 2 * 30, dtype=np.float32).reshape(1, 2, 1, 30, 2)
+    for start in range(0, 30, 5):
+        state.store(start, frames[:, :, :, start : start + 5], want=8)
+    parts = state.past_parts(22, 30)
+    assert len(parts) == 2 and all(q.base is not None for q in parts)  # the ring wrapped: two views
+    conv, ctx = [np.zeros((3, 4), np.float32)] * 2, [np.ones(2, np.float32)] * 2
+    feeds = cached_feeds(layout, conv, ctx, [parts, state.past_parts(27, 30)])
+    np.testing.assert_array_equal(feeds["past_key_values"][:, :, 0], frames[:, :, :, 22:30])
+    np.testing.assert_array_equal(feeds["past_key_values"][:, :, 1, :, 5:], frames[:, :, :, 27:30])
+    np.testing.assert_array_equal(feeds["past_mask"], [[1.0] * 8, [0.0] * 5 + [1.0] * 3])
+    assert state.past_parts(30, 30) == ()
 
 
 # --- the gate -------------------------------------------------------------------------------
