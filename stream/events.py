@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import threading
 from pathlib import Path
 from typing import IO, Any
 
@@ -193,21 +194,25 @@ class EventLog(Closing):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file: IO[str] | None = self.path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()  # the matcher thread and the loop (describe events) both write
         self.written = 0
 
     def write(self, events: list[Event]) -> None:
-        """Append and flush ``events``."""
-        if self._file is None:
-            raise ValueError(f"event log {str(self.path)!r} is closed")
+        """Append and flush ``events`` (thread-safe: lines never interleave)."""
         if not events:
             return
-        self._file.write("".join(event_to_json(e) + "\n" for e in events))
-        self._file.flush()
-        self.written += len(events)
+        text = "".join(event_to_json(e) + "\n" for e in events)
+        with self._lock:
+            if self._file is None:
+                raise ValueError(f"event log {str(self.path)!r} is closed")
+            self._file.write(text)
+            self._file.flush()
+            self.written += len(events)
 
     def close(self) -> None:
         """Close the file (idempotent)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 

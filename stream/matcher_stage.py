@@ -12,12 +12,17 @@ The stage takes frame features in stream order and writes the matcher's events t
     only supplies the per-frame energy of the silence gate.
 
 The synchronous core, :class:`MatcherSession`, is what ``ostinato match`` uses on files; the
-async methods are the thin shell the pipeline calls (``FeatureConsumer`` protocol).
+async methods are the thin shell the pipeline calls (``FeatureConsumer`` protocol). The shell
+runs every session call on one matcher thread, in order: the search, the second-stage
+verification and the library's SQLite writes never hold up the event loop (sources, batching,
+other streams), as in the service.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import concurrent.futures
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -259,31 +264,40 @@ class MatcherStage:
     def __init__(self, config: MatcherStageConfig, describer: Any = None, describe_drain_s: float = 120.0) -> None:
         self.session = MatcherSession(config)
         self._describe_drain_s = describe_drain_s
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ostinato-matcher")
         if describer is not None:
             self.session.attach_describer(describer)
 
+    async def call(self, fn: Callable[..., list[Event]], *args: Any) -> list[Event]:
+        """Run a session call on the matcher thread (calls run one at a time, in order)."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
     def tap_source(self, source: Any) -> Any:
         """Wrap a pipeline source so its audio also reaches :meth:`MatcherSession.feed`."""
-        return _TappedSource(source, self.session)
+        return _TappedSource(source, self)
 
     async def consume(self, features: Any) -> None:
         """Model features of one window (``StreamFeatures``)."""
         if features.num_frames:
-            self.session.consume_frames(features.stream_id, features.frames, int(features.start_samples[0]) // 320)
+            await self.call(self.session.consume_frames, features.stream_id, features.frames,
+                            int(features.start_samples[0]) // 320)
 
     async def end_stream(self, end: Any) -> None:
         """Flush the stream's matcher."""
-        self.session.end(end.stream_id)
+        await self.call(self.session.end, end.stream_id)
 
     async def close(self) -> None:
         """Flush everything; let queued descriptions finish; close files."""
         describer = self.session.describer
         try:
-            self.session.close_streams()
+            await self.call(self.session.close_streams)
             if describer is not None:
                 await describer.close(self._describe_drain_s)
         finally:
-            self.session.close()
+            try:
+                await self.call(self.session.close)
+            finally:
+                self._thread.shutdown(wait=True)
 
     def summary_lines(self) -> list[str]:
         """Describe counts for the run summary (nothing without a describer)."""
@@ -303,20 +317,20 @@ class MatcherStage:
 
 
 class _TappedSource:
-    def __init__(self, inner: Any, session: MatcherSession) -> None:
+    def __init__(self, inner: Any, stage: MatcherStage) -> None:
         self._inner = inner
-        self._session = session
+        self._stage = stage
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in ("_inner", "_session"):
+        if name in ("_inner", "_stage"):
             object.__setattr__(self, name, value)
         else:
             setattr(self._inner, name, value)
 
     async def chunks(self) -> AsyncIterator[Any]:
         async for chunk in self._inner.chunks():
-            self._session.feed(chunk.stream_id, chunk.samples)
+            await self._stage.call(self._stage.session.feed, chunk.stream_id, chunk.samples)
             yield chunk

@@ -1,14 +1,20 @@
-"""MatcherSession: matches filed into a real pattern library, stream by stream."""
+"""MatcherSession and MatcherStage: matches filed into a real pattern library, stream by stream."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from ostinato.stream.events import MatchEvent
-from ostinato.stream.matcher_stage import MatcherSession, MatcherStageConfig
+from ostinato.stream.frames import StreamEnd
+from ostinato.stream.library import PatternLibrary
+from ostinato.stream.matcher_stage import MatcherSession, MatcherStage, MatcherStageConfig
+from ostinato.stream.sources import ArraySource
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_matcher import SR, _filler, _jingle, _place  # noqa: E402
@@ -41,3 +47,38 @@ def test_a_stream_name_used_again_files_its_own_patterns(tmp_path: Path) -> None
             assert len(library.occurrences(event.pattern_id)) == 2
     finally:
         session.close()
+
+
+def test_the_stage_matches_on_its_own_thread_while_the_loop_keeps_serving(tmp_path: Path) -> None:
+    # The first feed blocks until a callback scheduled on the event loop runs. On the loop
+    # itself that callback could never run (the wait would time out and the test fail); on the
+    # matcher thread it runs at once. The stream's repeat is still found and filed, in order.
+    stage = MatcherStage(MatcherStageConfig(events_path=tmp_path / "events.jsonl", library_path=tmp_path / "p.db"))
+    audio = _filler(24.0, 52)
+    jingle = _jingle(62, 2.0)
+    for at in (2.0, 14.0):
+        _place(audio, jingle, at)
+    real_feed, released, threads = stage.session.feed, threading.Event(), set()
+
+    def feed(stream: str, samples: np.ndarray) -> list:  # type: ignore[type-arg]
+        threads.add(threading.current_thread().name)
+        if not released.is_set():
+            assert released.wait(10.0), "the loop could not run while the matcher worked"
+        return real_feed(stream, samples)
+
+    stage.session.feed = feed  # type: ignore[method-assign]
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_later(0.05, released.set)
+        async for _chunk in stage.tap_source(ArraySource(audio, stream_id="radio", block_samples=SR // 5)).chunks():
+            pass
+        await stage.end_stream(StreamEnd("radio", audio.size))
+        await stage.close()
+
+    asyncio.run(main())
+    assert threads and all(name.startswith("ostinato-matcher") for name in threads)
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    matches = [e for e in lines if e["event"] == "match"]
+    assert len(matches) == 1 and abs(matches[0]["start_s"] - 14.0) < 0.5 and abs(matches[0]["first_start_s"] - 2.0) < 0.5
+    with PatternLibrary(tmp_path / "p.db") as library:
+        assert library.count() == 1 and len(library.occurrences(matches[0]["pattern_id"])) == 2
