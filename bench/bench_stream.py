@@ -205,7 +205,7 @@ def bench_throughput(models: list[Wav2Vec2Model], default: WindowerConfig, args:
     """End-to-end CPU cost of real streams at full speed, per geometry and cache setting."""
     rows = []
     audios = [demo_audio(args.cost_seconds, i) for i in range(args.throughput_streams)]
-    for name in ("default", "light"):
+    for name in ("default", "light", "low-latency"):
         config = _preset_config(name, default)
         for cache in _modes(models, args):
             cpu0 = time.process_time()
@@ -224,6 +224,7 @@ def bench_throughput(models: list[Wav2Vec2Model], default: WindowerConfig, args:
 _PRESETS = {
     "default": (None, None, None),
     "light": (0.5, 0.24, 0.24),
+    "low-latency": (0.5, 2.0, 0.0),  # --profile low-latency
     "seed": "seed",
     "fidelity": (0.5, 2.0, 2.0),
 }

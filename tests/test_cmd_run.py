@@ -155,6 +155,25 @@ def test_edge_profile_model_settings_are_a_valid_served_model(tiny_w2v_dir: Path
     assert _model_settings(PROFILES["default"]) == {}  # the default profile keeps the server's own defaults
 
 
+def test_low_latency_profile_runs_no_right_context_on_the_kv_path(tiny_w2v_dir: Path, wav: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from ostinato.cmd_serve import _model_settings
+    from ostinato.models import ModelConfig
+    from ostinato.profiles import PROFILES
+
+    out, ref = tmp_path / "ll.npy", tmp_path / "ref.npy"
+    assert _run_file(tiny_w2v_dir, wav, "--profile", "low-latency", "--out", str(out)) == 0
+    err = capsys.readouterr().err
+    assert "hop 8000 + left 32000 + right 0 + 80 = 40080 samples (added latency 5 ms)" in err
+    assert "cached left-context K/V" in err
+    assert _run_file(tiny_w2v_dir, wav, "--out", str(ref)) == 0
+    got, want = np.load(out), np.load(ref)
+    assert got.shape == want.shape  # same frames, same times: only the context differs
+    config = ModelConfig.from_json({"name": "m", "model_dir": str(tiny_w2v_dir), **_model_settings(PROFILES["low-latency"])})
+    w = config.streaming.windower_config()
+    assert (w.hop_samples, w.left_context_samples, w.right_context_samples) == (8000, 32000, 0)
+
+
 def test_frontend_cache_is_the_default_for_split_exports_and_can_be_turned_off(
         tiny_w2v_dir: Path, wav: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cached, whole = tmp_path / "cached.npy", tmp_path / "whole.npy"
