@@ -58,7 +58,7 @@ def _labels_at(labels: SimpleNamespace, a: float, b: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--conditions", default="gain,tempo,snr10,snr5")
-    ap.add_argument("--seeds", default=",".join(map(str, STREAM_SEEDS[:4])))
+    ap.add_argument("--seeds", default=",".join(map(str, STREAM_SEEDS)))
     ap.add_argument("--control-seeds", default=",".join(map(str, CONTROL_SEEDS)))
     ap.add_argument("--duration-s", type=float, default=180.0)
     ap.add_argument("--control-s", type=float, default=900.0)

@@ -203,7 +203,7 @@ class MatcherConfig:
         kinds: dict[str, dict[str, object]] = {
             "logmel": {
                 "cepstral_coefficients": 40, "fast_mean_time_constant_s": 0.5, "band_floor_window_s": 1.0,
-                "segment_parts": 4, "detection_z": 5.5, "verify_min_evidence": 0.6,
+                "segment_parts": 4, "detection_z": 5.0, "verify_min_evidence": 0.6,
             },
             "wav2vec2": {},
         }
