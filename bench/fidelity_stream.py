@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -48,7 +49,8 @@ async def _stream(model: Wav2Vec2Model, audio: np.ndarray, config: WindowerConfi
     kv = KVConfig() if cache == "kv" else None
     stage = InferenceStage([model], InferenceConfig(batch_size=4, max_lag_s=float("inf"), output=output, frontend=frontend, kv=kv))
     source = ArraySource(audio, block_samples=1600, stream_id="fidelity")
-    await Pipeline([source], stage, [CallbackSink(got.append)], PipelineConfig(windower=config)).run()
+    windower = dataclasses.replace(config, short_start=cache == "kv")  # as ostinato run / serve on the K/V path
+    await Pipeline([source], stage, [CallbackSink(got.append)], PipelineConfig(windower=windower)).run()
     return np.concatenate([f.frames for f in got]), np.concatenate([f.start_samples for f in got])
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import re
 import secrets
@@ -61,13 +62,14 @@ class ModelEngine:
         self.name = entry.config.name
         self.entry = entry
         self.streaming: StreamingConfig = entry.config.streaming
-        self.windower_config = self.streaming.windower_config()
         self._hub = hub
         config = InferenceConfig(
             batch_size=self.streaming.batch_size, max_wait_ms=self.streaming.max_wait_ms,
             max_lag_s=self.streaming.max_lag_s, output=self.streaming.output or None,
         )
         self.stage = InferenceStage([entry.model], config, metrics=hub.metrics, health=hub.health, on_drop=self._on_drop)
+        # K/V path: a stream's first windows run as soon as their core and right context arrived.
+        self.windower_config = dataclasses.replace(self.streaming.windower_config(), short_start=self.stage.kv_cache is not None)
         self.output = self.stage.output
         self.inbox: Channel[Window | StreamEnd] = Channel(self.streaming.max_queue, "block", name=f"server_inference_{self.name}")
         self._outbox: Channel[StreamFeatures | StreamEnd] = Channel(self.streaming.max_queue, "block", name=f"server_results_{self.name}")

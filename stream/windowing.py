@@ -73,6 +73,13 @@ class WindowerConfig:
         frame_stride_samples: Model frame stride (320 for Wav2Vec2).
         receptive_field_samples: Model receptive field (400 for Wav2Vec2).
         sample_rate: Sample rate the lengths refer to.
+        short_start: Cut a stream's first windows (their left context clipped at sample 0)
+            as soon as their core and right context have arrived, shorter than
+            :attr:`window_samples`, instead of waiting for a full window. Off by default: every
+            window but a stream's last then has the same shape (accelerators like fixed shapes).
+            The K/V path turns it on: it runs only a window's hop + right context either way,
+            and otherwise a stream's first ``left / hop`` windows wait for one full window and
+            arrive together (with many streams starting at once, one burst of their runs).
 
     Raises:
         ConfigError: If a length is negative, not a multiple of the stride, or the hop is 0.
@@ -84,6 +91,7 @@ class WindowerConfig:
     frame_stride_samples: int = 320
     receptive_field_samples: int = 400
     sample_rate: int = 16000
+    short_start: bool = False
 
     def __post_init__(self) -> None:
         stride = self.frame_stride_samples
@@ -296,9 +304,10 @@ class Windower:
         out: list[Window] = []
         while True:
             start, core_start = self._window_bounds(self._next_index)
-            if self._total < start + self.config.window_samples:
+            length = self._length(start, core_start)
+            if self._total < start + length:
                 break
-            out.append(self._cut(start, self.config.window_samples, core_start, self.config.hop_frames, now_s, received_s))
+            out.append(self._cut(start, length, core_start, self.config.hop_frames, now_s, received_s))
             self._next_index += 1
         self._discard_consumed()
         return out
@@ -336,6 +345,15 @@ class Windower:
         core_start = index * cfg.hop_frames
         start_frame = max(0, core_start - cfg.left_frames)
         return start_frame * cfg.frame_stride_samples, core_start
+
+    def _length(self, start: int, core_start: int) -> int:
+        """Samples of the window starting at ``start``: a full window, or with ``short_start``
+        only up to its core's end + right context + receptive tail (a clipped left context)."""
+        cfg = self.config
+        if not cfg.short_start:
+            return cfg.window_samples
+        end = (core_start + cfg.hop_frames) * cfg.frame_stride_samples + cfg.right_context_samples
+        return min(cfg.window_samples, end + cfg.receptive_field_samples - cfg.frame_stride_samples - start)
 
     def _cut(
         self,

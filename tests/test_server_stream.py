@@ -5,6 +5,7 @@ and isolation between streams."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import aiohttp
@@ -72,8 +73,9 @@ async def test_streamed_features_equal_offline_frames_and_repeats_are_flagged(ti
         # reference: the model run on each window the seed geometry cuts, core frames kept; the
         # split model streams through the conv-frame cache with running statistics and, with
         # encoder_cached.onnx, the transformer over each window's new frames with the
-        # left-context K/V cache (issue 4): the same classes, one window at a time
-        windower = Windower(StreamingConfig().windower_config())
+        # left-context K/V cache (issue 4): the same classes, one window at a time; on the K/V path
+        # a stream's first window is cut once its core and right context arrived (short_start)
+        windower = Windower(dataclasses.replace(StreamingConfig().windower_config(), short_start=True))
         windows = windower.push(audio) + windower.flush()
         front, kv = ConvFrameCache(FrontEndConfig(), 320), KVCache(KVConfig(), 320)
         reference = np.concatenate([

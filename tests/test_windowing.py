@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -38,7 +40,13 @@ def _check_geometry(config: WindowerConfig, audio: np.ndarray, windows: list[Win
         # Core frames lie inside the window's own frames.
         assert first <= win.core_start_frame
         assert win.core_start_frame + win.core_frames <= first + in_window
-        if not win.last or len(audio) >= config.window_samples:
+        if not win.last:
+            want = config.window_samples
+            if config.short_start:  # a clipped left context: only up to core end + right context + tail
+                core_end = (win.core_start_frame + win.core_frames) * STRIDE
+                want = min(want, core_end + config.right_context_samples + 80 - win.start_sample)
+            assert win.num_samples == want
+        elif len(audio) >= config.window_samples:
             assert win.num_samples == config.window_samples
 
 
@@ -47,6 +55,7 @@ configs = st.builds(
     hop_samples=st.integers(1, 12).map(lambda k: k * STRIDE),
     left_context_samples=st.integers(0, 10).map(lambda k: k * STRIDE),
     right_context_samples=st.integers(0, 10).map(lambda k: k * STRIDE),
+    short_start=st.booleans(),
 )
 
 
@@ -86,6 +95,21 @@ def test_first_windows_start_at_zero_and_keep_shape() -> None:
     assert windows[0].start_sample == 0 and windows[1].start_sample == 0
     assert windows[3].start_sample == (3 * 2 - 5) * STRIDE
     assert {w.num_samples for w in windows} == {config.window_samples}
+
+
+def test_short_start_cuts_first_windows_once_core_and_right_context_arrived() -> None:
+    config = WindowerConfig(hop_samples=640, left_context_samples=1600, right_context_samples=320, short_start=True)
+    audio = np.random.default_rng(1).standard_normal(20000).astype(np.float32)
+    w = Windower(config, "s")
+    assert w.push(audio[:1039]) == []  # core 640 + right 320 + receptive tail 80 = 1040
+    first = w.push(audio[1039:1040])
+    assert [(x.start_sample, x.num_samples, x.core_start_frame) for x in first] == [(0, 1040, 0)]
+    sizes = [x.num_samples for x in w.push(audio[1040:])]
+    assert sizes[:3] == [1680, 2320, config.window_samples]  # grows by one hop until the left context is whole
+    assert set(sizes[2:]) == {config.window_samples}
+    # Without it, the first three windows wait for one full window and arrive together.
+    plain = Windower(dataclasses.replace(config, short_start=False), "s").push(audio[: config.window_samples])
+    assert [x.core_start_frame for x in plain] == [0, 2, 4]
 
 
 def test_short_stream_gives_one_whole_window() -> None:
