@@ -34,7 +34,7 @@ from ostinato.stream.frame_norm import FrameNormalizer
 from ostinato.stream.frame_ring import FrameRing
 from ostinato.stream.matcher_config import FeatureBlock, MatcherConfig, MatcherStats
 from ostinato.stream.segment_index import SegmentIndex
-from ostinato.stream.verify import pair_evidence
+from ostinato.stream.verify import loud_mismatch, pair_evidence
 
 __all__ = ["FeatureBlock", "MatcherConfig", "MatcherInputError", "MatcherStats", "PatternMatcher"]
 
@@ -503,7 +503,10 @@ class PatternMatcher:
             return True
         ts, lags, _ = track.path()
         evidence = pair_evidence(self._raw, ts, lags, self._params.background_offsets, c.verify_coefficients, c.verify_margin_db)
-        return bool(evidence >= c.verify_min_evidence)  # nan (too few frames held): not verified
+        if not evidence >= c.verify_min_evidence:  # nan (too few frames held): not verified
+            return False
+        limit = c.verify_max_mismatch
+        return limit is None or bool(loud_mismatch(self._raw, ts, lags, c.verify_margin_db, c.verify_loud_db) <= limit)
 
     def _pattern_for(self, span: tuple[int, int]) -> _Pattern:
         a, b = span

@@ -66,6 +66,10 @@ class MatcherConfig:
             off; set for log-mel by :meth:`for_features`). Keeps a ring of raw frames (memory).
         verify_coefficients: Cepstral coefficients of that comparison.
         verify_margin_db: Margin above the pair's common per-band floor.
+        verify_max_mismatch: ... and if at most this fraction of the frames loud in both
+            occurrences mismatches (:func:`~ostinato.stream.verify.loud_mismatch`; a hard
+            negative's changed words; None: off; 0.1 for log-mel).
+        verify_loud_db: Level above the pair's floor (mean over bands, dB) of a loud frame.
         min_pattern_s: Shortest repeat reported.
         max_pattern_s: Longest stretch followed before a track is cut.
         min_lag_s: Minimum distance between an occurrence and the one it repeats.
@@ -122,6 +126,8 @@ class MatcherConfig:
     verify_min_evidence: float | None = None
     verify_coefficients: int = 40
     verify_margin_db: float = 10.0
+    verify_max_mismatch: float | None = None
+    verify_loud_db: float = 6.0
     min_pattern_s: float = 1.2
     max_pattern_s: float = 60.0
     min_lag_s: float = 1.0
@@ -188,6 +194,10 @@ class MatcherConfig:
             raise ValueError(f"periodic_ratio={self.periodic_ratio}; expected >= 1")
         if self.candidates < 1 or self.max_tracks < 1 or self.max_patterns < 1:
             raise ValueError("candidates, max_tracks and max_patterns must be >= 1")
+        if self.verify_max_mismatch is not None and not 0.0 <= self.verify_max_mismatch <= 1.0:
+            raise ValueError(f"verify_max_mismatch={self.verify_max_mismatch}; expected None or 0 .. 1")
+        if self.verify_loud_db < 0:
+            raise ValueError(f"verify_loud_db={self.verify_loud_db}; expected >= 0")
         if self.novelty_threshold is not None and not -1.0 <= self.novelty_threshold <= 1.0:
             raise ValueError(f"novelty_threshold={self.novelty_threshold}; expected None or -1 .. 1")
 
@@ -204,6 +214,7 @@ class MatcherConfig:
             "logmel": {
                 "cepstral_coefficients": 40, "fast_mean_time_constant_s": 0.5, "band_floor_window_s": 1.0,
                 "segment_parts": 4, "detection_z": 5.0, "verify_min_evidence": 0.6,
+                "verify_max_mismatch": 0.1,
             },
             "wav2vec2": {},
         }

@@ -18,6 +18,13 @@ two occurrences once more, on the raw log-mel frames of just this pair:
 A repeat aligns frame by frame however much noise covers it; a look-alike in the same voice
 (a hard negative, a pause between two sentences of the same speakers, a run of notes of one
 timbre) matches about as well a fraction of a second off as on the diagonal.
+
+:func:`loud_mismatch` is a second test on the same pair: the fraction of frames that are
+*loud in both occurrences* (``loud_db`` above the common floor, averaged over the bands) yet
+do not match (cosine below 0.3 at the path's lag ±1 frame). Noise explains a mismatching
+frame only where one occurrence is near its floor; a hard negative (the same voice saying the
+phrase with every other word changed) mismatches at its changed consonants while both
+occurrences are loud.
 """
 
 from __future__ import annotations
@@ -27,9 +34,12 @@ import numpy.typing as npt
 
 from ostinato.stream.frame_ring import FrameRing
 
-__all__ = ["pair_evidence"]
+__all__ = ["loud_mismatch", "pair_evidence"]
 
 _FRAMES_PER_UNIT = 50.0
+_MISMATCH_COEFFICIENTS = 20  # cepstral coefficients 1-19 (the spectral envelope) for the mismatch test
+_MISMATCH_COSINE = 0.3  # a loud frame whose best cosine (lag ±1) is below this mismatches
+_MISMATCH_EDGE = 8  # frames left out at each end of the pair (boundaries are approximate)
 
 
 def _dct(input_dim: int, coefficients: int) -> npt.NDArray[np.float32]:
@@ -83,3 +93,39 @@ def pair_evidence(
     if not means:
         return float("nan")
     return (diag - float(np.median(means))) * float(np.sqrt(ok.sum() / _FRAMES_PER_UNIT))
+
+
+def _unit(c: npt.NDArray[np.float32], mean: npt.NDArray[np.float32], dev: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    y = (c - mean) / dev
+    out: npt.NDArray[np.float32] = (y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-6)).astype(np.float32)
+    return out
+
+
+def loud_mismatch(
+    raw: FrameRing, ts: npt.NDArray[np.int64], lags: npt.NDArray[np.int64], margin_db: float, loud_db: float
+) -> float:
+    """Fraction of the pair's inner frames, among those loud in both occurrences, that match
+    at none of the lags ``ts - lags`` ± 1 (module docstring); 0 when no frame is loud in both,
+    ``nan`` when fewer than 8 frames of both occurrences are held and active.
+    """
+    x, ok_x = raw.take(ts)
+    y, ok_y = raw.take(ts - lags)
+    ok = ok_x & ok_y
+    if ok.sum() < 8:
+        return float("nan")
+    x, y = x[ok], y[ok]
+    floor = np.maximum(x.min(axis=0), y.min(axis=0)) + np.float32(margin_db)
+    dct = _dct(x.shape[1], _MISMATCH_COEFFICIENTS)
+    fx = _cmvn(np.maximum(x, floor) @ dct)
+    cy = np.maximum(y, floor) @ dct
+    mean, dev = cy.mean(axis=0), cy.std(axis=0) + np.float32(0.5)
+    best = np.full(fx.shape[0], -2.0, np.float32)
+    for shift in (-1, 0, 1):
+        z, _ = raw.take(ts[ok] - lags[ok] - shift)
+        best = np.maximum(best, np.einsum("ij,ij->i", fx, _unit(np.maximum(z, floor) @ dct, mean, dev)))
+    level = np.minimum(np.maximum(x - floor, 0).mean(axis=1), np.maximum(y - floor, 0).mean(axis=1))
+    n, e = best.size, _MISMATCH_EDGE
+    inner = slice(e, n - e) if n > 2 * e + 5 else slice(0, n)
+    loud = level[inner] > loud_db
+    bad = loud & (best[inner] < _MISMATCH_COSINE)
+    return float(bad.sum() / max(int(loud.sum()), 1))

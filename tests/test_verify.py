@@ -1,15 +1,18 @@
-"""Second-stage verification: pair evidence on raw log-mel frames with symmetric noise flooring."""
+"""Second-stage verification: pair evidence on raw log-mel frames with symmetric noise flooring,
+and the loud-frame mismatch test."""
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 from server_harness import harmonic_notes
+from test_matcher import _speak
 
 from ostinato.runtime.logmel import LogMel
 from ostinato.stream.frame_ring import FrameRing
 from ostinato.stream.matcher_config import MatcherConfig
-from ostinato.stream.verify import pair_evidence
+from ostinato.stream.verify import loud_mismatch, pair_evidence
 
 SR = 16000
 CONFIG = MatcherConfig.for_features("logmel")
@@ -23,12 +26,20 @@ def _ring(audio: npt.NDArray[np.float32]) -> FrameRing:
     return ring
 
 
-def _evidence(first: npt.NDArray[np.float32], second: npt.NDArray[np.float32], gap_s: float = 1.0) -> float:
+def _pair(first: npt.NDArray[np.float32], second: npt.NDArray[np.float32], gap_s: float = 1.0) -> tuple[FrameRing, npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     audio = np.concatenate([np.zeros(int(0.5 * SR), np.float32), first, np.zeros(int(gap_s * SR), np.float32), second])
     ring = _ring(audio)
     lag = CONFIG.frames(first.size / SR + gap_s)
     ts = np.arange(CONFIG.frames(0.5 + first.size / SR + gap_s), ring.end - 2, dtype=np.int64)
-    return pair_evidence(ring, ts, np.full(ts.size, lag), OFFSETS, CONFIG.verify_coefficients, CONFIG.verify_margin_db)
+    return ring, ts, np.full(ts.size, lag, np.int64)
+
+
+def _evidence(first: npt.NDArray[np.float32], second: npt.NDArray[np.float32], gap_s: float = 1.0) -> float:
+    return pair_evidence(*_pair(first, second, gap_s), OFFSETS, CONFIG.verify_coefficients, CONFIG.verify_margin_db)
+
+
+def _mismatch(first: npt.NDArray[np.float32], second: npt.NDArray[np.float32]) -> float:
+    return loud_mismatch(*_pair(first, second), CONFIG.verify_margin_db, CONFIG.verify_loud_db)
 
 
 def test_noisy_repeat_passes_and_a_same_timbre_look_alike_does_not() -> None:
@@ -49,8 +60,35 @@ def test_too_few_frames_are_not_verified() -> None:
     ring = _ring(harmonic_notes(4, 3.0))
     ts = np.arange(100, 105, dtype=np.int64)
     assert np.isnan(pair_evidence(ring, ts, np.full(ts.size, 60), OFFSETS, 40, 10.0))
+    assert np.isnan(loud_mismatch(ring, ts, np.full(ts.size, 60), 10.0, 6.0))
 
 
 def test_verification_is_on_for_logmel_only() -> None:
     assert MatcherConfig.for_features("logmel").verify_min_evidence is not None
     assert MatcherConfig.for_features("wav2vec2").verify_min_evidence is None
+
+
+def test_a_changed_word_in_the_same_voice_is_a_loud_mismatch_and_noise_is_not() -> None:
+    limit = CONFIG.verify_max_mismatch
+    assert limit is not None and CONFIG.verify_min_evidence is not None
+    phrase = _speak("silver morning market station window garden")
+    rms = float(np.sqrt(np.mean(phrase**2)))
+    rng = np.random.default_rng(0)
+    for snr_db in (10.0, 5.0):  # noise lowers the similarity where the repeat is near its floor
+        noisy = (phrase + rng.standard_normal(phrase.size).astype(np.float32) * rms * 10 ** (-snr_db / 20)).astype(np.float32)
+        assert _mismatch(phrase, noisy) <= 0.5 * limit
+        assert _evidence(phrase, noisy) >= CONFIG.verify_min_evidence
+    # One word changed ("market" -> "basket"), same voice and speed: the pair contrast passes
+    # it (shared words at one lag), the frames loud in both occurrences do not all match.
+    look_alike = _speak("silver morning basket station window garden")[: phrase.size]
+    assert _evidence(phrase, look_alike) >= CONFIG.verify_min_evidence
+    assert _mismatch(phrase, look_alike) > limit
+
+
+def test_mismatch_test_is_on_for_logmel_only_and_validated() -> None:
+    assert MatcherConfig.for_features("logmel").verify_max_mismatch is not None
+    assert MatcherConfig.for_features("wav2vec2").verify_max_mismatch is None
+    with pytest.raises(ValueError, match="verify_max_mismatch"):
+        MatcherConfig(verify_max_mismatch=1.5)
+    with pytest.raises(ValueError, match="verify_loud_db"):
+        MatcherConfig(verify_loud_db=-1.0)
