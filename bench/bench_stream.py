@@ -188,9 +188,11 @@ def _capacity(models: list[Wav2Vec2Model], config: WindowerConfig, args: argpars
     hop_ms = config.hop_samples / config.sample_rate * 1000
     for n in args.capacity_streams:
         audios = [demo_audio(args.rt_seconds, i) for i in range(n)]
+        cpu0 = time.process_time()
         _, summary, got = asyncio.run(_pipeline(models, audios, config, args.capacity_batch, True, args.max_lag_s, args.workers, cache,
                                                 args.stagger_s))
-        row = {**_latency_record("stream_capacity_step", n, config, summary, got), "cache": cache, "stagger_s": args.stagger_s}
+        row = {**_latency_record("stream_capacity_step", n, config, summary, got), "cache": cache, "stagger_s": args.stagger_s,
+               "cpu_s_per_audio_s": round((time.process_time() - cpu0) / max(summary.audio_s, 1e-9), 4)}
         # Kept up: nothing dropped, i.e. no window got older than --max-lag-s and no source
         # queue overflowed. (p99 latency includes the start-up burst: the first windows of a
         # stream all wait for the first full window of audio.)
