@@ -58,6 +58,21 @@ def _cmvn(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return out
 
 
+def _held_pair(
+    raw: FrameRing, ts: npt.NDArray[np.int64], lags: npt.NDArray[np.int64], margin_db: float
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.float32]] | None:
+    """The two occurrences' frames held and active in both, the mask that chose them, and their
+    shared per-band noise floor (+ ``margin_db``); ``None`` when fewer than 8 such frames."""
+    x, ok_x = raw.take(ts)
+    y, ok_y = raw.take(ts - lags)
+    ok = ok_x & ok_y
+    if ok.sum() < 8:
+        return None
+    x, y = x[ok], y[ok]
+    floor: npt.NDArray[np.float32] = np.maximum(x.min(axis=0), y.min(axis=0)) + np.float32(margin_db)
+    return x, y, ok, floor
+
+
 def pair_evidence(
     raw: FrameRing,
     ts: npt.NDArray[np.int64],
@@ -70,13 +85,10 @@ def pair_evidence(
     on raw log-power frames (module docstring); ``nan`` when fewer than 8 frames of both
     occurrences are held and active.
     """
-    x, ok_x = raw.take(ts)
-    y, ok_y = raw.take(ts - lags)
-    ok = ok_x & ok_y
-    if ok.sum() < 8:
+    pair = _held_pair(raw, ts, lags, margin_db)
+    if pair is None:
         return float("nan")
-    x, y = x[ok], y[ok]
-    floor = np.maximum(x.min(axis=0), y.min(axis=0)) + np.float32(margin_db)
+    x, y, ok, floor = pair
     dct = _dct(x.shape[1], coefficients)
     fx = _cmvn(np.maximum(x, floor) @ dct)
     fy = _cmvn(np.maximum(y, floor) @ dct)
@@ -108,13 +120,10 @@ def loud_mismatch(
     at none of the lags ``ts - lags`` ± 1 (module docstring); 0 when no frame is loud in both,
     ``nan`` when fewer than 8 frames of both occurrences are held and active.
     """
-    x, ok_x = raw.take(ts)
-    y, ok_y = raw.take(ts - lags)
-    ok = ok_x & ok_y
-    if ok.sum() < 8:
+    pair = _held_pair(raw, ts, lags, margin_db)
+    if pair is None:
         return float("nan")
-    x, y = x[ok], y[ok]
-    floor = np.maximum(x.min(axis=0), y.min(axis=0)) + np.float32(margin_db)
+    x, y, ok, floor = pair
     dct = _dct(x.shape[1], _MISMATCH_COEFFICIENTS)
     fx = _cmvn(np.maximum(x, floor) @ dct)
     cy = np.maximum(y, floor) @ dct
