@@ -33,6 +33,7 @@ from ostinato.stream.events import Event, MatchEvent, NoveltyEvent
 from ostinato.stream.frame_norm import FrameNormalizer
 from ostinato.stream.frame_ring import FrameRing
 from ostinato.stream.matcher_config import FeatureBlock, MatcherConfig, MatcherStats
+from ostinato.stream.matcher_runs import NoveltyRun, PeriodicRegions
 from ostinato.stream.segment_index import SegmentIndex
 from ostinato.stream.verify import loud_mismatch, pair_evidence
 
@@ -79,10 +80,9 @@ class PatternMatcher:
         self._tracks: list[DiagonalTrack] = []
         self._occurrences: list[tuple[int, int, str]] = []  # (start, end, pattern_id) sorted by start
         self._emitted: collections.deque[tuple[int, int]] = collections.deque(maxlen=256)
-        self._periodic: collections.deque[list[int]] = collections.deque(maxlen=64)
+        self._periodic = PeriodicRegions()
         self._patterns: collections.OrderedDict[str, _Pattern] = collections.OrderedDict()
-        self._novel_run: list[float] = []
-        self._novel_start = 0
+        self._novelty = NoveltyRun(c)
         self._next_pattern = 0
         self._rng = np.random.default_rng(0)
         self._bg_mean = 0.0
@@ -213,7 +213,10 @@ class PatternMatcher:
         self.stats.active_frames += int(active.sum())
         for track in self._tracks:
             track.advance(self._ring, self._ring.end)
-            self._check_periodic(track)
+            if not track.periodic and track.length_frames > self.config.periodic_ratio * max(track.lag, 1):
+                track.periodic = True
+                self.stats.periodic_tracks += 1
+                self._periodic.mark(track)
 
     def flush(self) -> list[Event]:
         """End of stream: finish every open track and novelty run; return their events."""
@@ -375,33 +378,10 @@ class PatternMatcher:
         n = keep_ts.index(first_hit) + 1
         return np.asarray(keep_ts[:n][::-1], np.int64), np.asarray(keep_sims[:n][::-1], np.float32)
 
-    # ------------------------------------------------------------------ periodicity
-    def _check_periodic(self, track: DiagonalTrack) -> None:
-        if track.periodic or track.length_frames <= self.config.periodic_ratio * max(track.lag, 1):
-            return
-        track.periodic = True
-        self.stats.periodic_tracks += 1
-        self._periodic.append([track.start, track.last_hit, id(track)])
-
-    def _update_periodic_regions(self) -> None:
-        live = {id(t): t for t in self._tracks if t.periodic}
-        for region in self._periodic:
-            track = live.get(region[2])
-            if track is not None:
-                region[1] = max(region[1], track.last_hit)
-
-    def _in_periodic_region(self, start: int, end: int) -> bool:
-        length = max(1, end - start + 1)
-        for r0, r1, _ in self._periodic:
-            overlap = min(end, r1) - max(start, r0) + 1
-            if overlap > 0.5 * length:
-                return True
-        return False
-
     # ------------------------------------------------------------------ output
     def _finish_tracks(self, force: bool) -> list[Event]:
         assert self._ring is not None
-        self._update_periodic_regions()
+        self._periodic.update(self._tracks)
         done = [t for t in self._tracks if t.ended or force]
         if not done:
             return []
@@ -467,7 +447,7 @@ class PatternMatcher:
         if score < c.match_threshold:
             self.stats.rejected_score += 1
             return None
-        if track.periodic or self._in_periodic_region(s, e):
+        if track.periodic or self._periodic.covers(s, e):
             self.stats.rejected_periodic += 1
             return None
         if not self._verified(track):
@@ -534,35 +514,17 @@ class PatternMatcher:
         oldest = self._ring.start
         if self._occurrences and self._occurrences[0][0] < oldest:
             self._occurrences = [o for o in self._occurrences if o[1] >= oldest]
-        while self._periodic and self._periodic[0][1] < oldest:
-            self._periodic.popleft()
+        self._periodic.prune(oldest)
 
     def _novelty_step(self, flush: bool) -> list[Event]:
         c = self.config
         if c.novelty_threshold is None or self._ring is None or self._index is None:
             return []
-        best = self._last_best
         enough = self._index.size * c.segment_hop_s >= c.novelty_min_history_s
-        seg = c.frames(c.segment_s)
-        novel = not flush and enough and best is not None and best < c.novelty_threshold
-        if novel and best is not None:
-            if not self._novel_run:
-                self._novel_start = self._ring.end - seg
-            self._novel_run.append(best)
-            if len(self._novel_run) * c.segment_hop_s < c.novelty_max_s:
-                return []
-        if not self._novel_run:
+        run = self._novelty.step(self._last_best, enough, self._ring.end, flush)
+        if run is None:
             return []
-        end = self._ring.end - 1 if novel or flush else self._ring.end - c.frames(c.segment_hop_s) - 1
-        score = float(np.clip(1.0 - float(np.mean(self._novel_run)), 0.0, 1.0))
-        self._novel_run = []
+        start, end, score = run
         self.stats.novelties += 1
-        return [
-            NoveltyEvent(
-                stream=self.stream,
-                start_s=self._seconds(self._novel_start),
-                end_s=self._end_seconds(max(end, self._novel_start)),
-                score=round(score, 4),
-                detected_at_s=self._end_seconds(self._ring.end - 1),
-            )
-        ]
+        return [NoveltyEvent(stream=self.stream, start_s=self._seconds(start), end_s=self._end_seconds(end),
+                             score=round(score, 4), detected_at_s=self._end_seconds(self._ring.end - 1))]

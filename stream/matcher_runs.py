@@ -1,0 +1,96 @@
+"""Two pieces of :class:`~ostinato.stream.matcher.PatternMatcher` state kept beside its tracks.
+
+:class:`PeriodicRegions`
+    spans of the stream covered by *periodic* tracks — a track much longer than its own lag,
+    i.e. a loop or a groove repeating bar after bar. A finished track lying mostly inside
+    such a span is music's own repetition, not a recurring pattern (``docs/matcher.md``).
+:class:`NoveltyRun`
+    a run of consecutive segments whose best match in the buffer stays below
+    ``novelty_threshold``, reported once as one novelty span.
+
+Both are bounded: at most 64 regions (oldest dropped, and pruned as the ring moves on), and a
+novelty run is cut at ``novelty_max_s``.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable
+from typing import Protocol
+
+import numpy as np
+
+from ostinato.stream.matcher_config import MatcherConfig
+
+__all__ = ["NoveltyRun", "PeriodicRegions"]
+
+
+class _Track(Protocol):
+    start: int
+    last_hit: int
+    periodic: bool
+
+
+class PeriodicRegions:
+    """Frame spans ``[start, end]`` of periodic tracks, extended while those tracks grow."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self._regions: collections.deque[list[int]] = collections.deque(maxlen=limit)
+
+    def mark(self, track: _Track) -> None:
+        """``track`` was found periodic: its span (and later growth) becomes a region."""
+        self._regions.append([track.start, track.last_hit, id(track)])
+
+    def update(self, tracks: Iterable[_Track]) -> None:
+        """Extend each region to where its (still live) periodic track has reached."""
+        live = {id(t): t for t in tracks if t.periodic}
+        for region in self._regions:
+            track = live.get(region[2])
+            if track is not None:
+                region[1] = max(region[1], track.last_hit)
+
+    def covers(self, start: int, end: int) -> bool:
+        """Whether more than half of frames ``[start, end]`` lie in one region."""
+        length = max(1, end - start + 1)
+        return any(min(end, r1) - max(start, r0) + 1 > 0.5 * length for r0, r1, _ in self._regions)
+
+    def prune(self, oldest: int) -> None:
+        """Forget regions that ended before frame ``oldest`` (out of the ring)."""
+        while self._regions and self._regions[0][1] < oldest:
+            self._regions.popleft()
+
+
+class NoveltyRun:
+    """Consecutive novel segments, folded into one ``(start, end, score)`` span.
+
+    Args:
+        config: Matcher settings (``novelty_threshold``, ``novelty_max_s``, segment geometry).
+    """
+
+    def __init__(self, config: MatcherConfig) -> None:
+        self.config = config
+        self._best: list[float] = []
+        self._start = 0
+
+    def step(self, best: float | None, enough_history: bool, ring_end: int, flush: bool) -> tuple[int, int, float] | None:
+        """One segment step: ``best`` is its best similarity in the buffer (``None``: none).
+
+        Returns:
+            ``(first frame, last frame, score)`` of a run that ended (or reached
+            ``novelty_max_s``, or the stream ended), else ``None``.
+        """
+        c = self.config
+        threshold = c.novelty_threshold
+        novel = not flush and enough_history and best is not None and threshold is not None and best < threshold
+        if novel and best is not None:
+            if not self._best:
+                self._start = ring_end - c.frames(c.segment_s)
+            self._best.append(best)
+            if len(self._best) * c.segment_hop_s < c.novelty_max_s:
+                return None
+        if not self._best:
+            return None
+        end = ring_end - 1 if novel or flush else ring_end - c.frames(c.segment_hop_s) - 1
+        score = float(np.clip(1.0 - float(np.mean(self._best)), 0.0, 1.0))
+        self._best = []
+        return self._start, max(end, self._start), score
