@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import statistics
@@ -119,8 +118,7 @@ async def _pipeline(models: list[Wav2Vec2Model], audios: list[np.ndarray], confi
     # stagger_s > 0: stream i starts i/N of it later (real streams do not start in phase; 0 = all at once)
     sources = [_DelayedSource(a, stagger_s * i / len(audios), stream_id=f"s{i}", block_samples=1600, realtime=realtime)
                for i, a in enumerate(audios)]
-    windower = dataclasses.replace(config, short_start=cache == "kv")  # as ostinato run / serve on the K/V path
-    pipeline = Pipeline(sources, stage, [CallbackSink(got.append)], PipelineConfig(windower=windower))
+    pipeline = Pipeline(sources, stage, [CallbackSink(got.append)], PipelineConfig(windower=config))
     started = time.perf_counter()
     summary = await pipeline.run()
     return time.perf_counter() - started, summary, got

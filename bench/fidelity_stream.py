@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import sys
 import time
@@ -49,8 +48,7 @@ async def _stream(model: Wav2Vec2Model, audio: np.ndarray, config: WindowerConfi
     kv = KVConfig() if cache == "kv" else None
     stage = InferenceStage([model], InferenceConfig(batch_size=4, max_lag_s=float("inf"), output=output, frontend=frontend, kv=kv))
     source = ArraySource(audio, block_samples=1600, stream_id="fidelity")
-    windower = dataclasses.replace(config, short_start=cache == "kv")  # as ostinato run / serve on the K/V path
-    await Pipeline([source], stage, [CallbackSink(got.append)], PipelineConfig(windower=windower)).run()
+    await Pipeline([source], stage, [CallbackSink(got.append)], PipelineConfig(windower=config)).run()
     return np.concatenate([f.frames for f in got]), np.concatenate([f.start_samples for f in got])
 
 

@@ -100,9 +100,7 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_run(args))
 
 
-def _windower_config(args: argparse.Namespace, model: Any, kv: bool = False) -> Any:
-    """Window geometry from the options; on the K/V path a stream's first windows are cut as soon
-    as their core and right context arrived (``WindowerConfig.short_start``)."""
+def _windower_config(args: argparse.Namespace, model: Any) -> Any:
     from ostinato.stream.errors import ConfigError
     from ostinato.stream.windowing import (
         DEFAULT_HOP_S,
@@ -120,15 +118,13 @@ def _windower_config(args: argparse.Namespace, model: Any, kv: bool = False) -> 
     if seed_style:
         if any(v is not None for v in (args.hop_s, args.left_context_s, args.right_context_s)):
             raise ConfigError("use either --chunk-samples/--overlap-samples or --hop-s/--*-context-s, not both")
-        config = WindowerConfig.from_chunk_overlap(args.chunk_samples or 1600, args.overlap_samples or 400, **geometry)
-    else:
-        config = WindowerConfig.from_seconds(
-            DEFAULT_HOP_S if args.hop_s is None else args.hop_s,
-            DEFAULT_LEFT_CONTEXT_S if args.left_context_s is None else args.left_context_s,
-            DEFAULT_RIGHT_CONTEXT_S if args.right_context_s is None else args.right_context_s,
-            **geometry,
-        )
-    return dataclasses.replace(config, short_start=kv)
+        return WindowerConfig.from_chunk_overlap(args.chunk_samples or 1600, args.overlap_samples or 400, **geometry)
+    return WindowerConfig.from_seconds(
+        DEFAULT_HOP_S if args.hop_s is None else args.hop_s,
+        DEFAULT_LEFT_CONTEXT_S if args.left_context_s is None else args.left_context_s,
+        DEFAULT_RIGHT_CONTEXT_S if args.right_context_s is None else args.right_context_s,
+        **geometry,
+    )
 
 
 def _sources(args: argparse.Namespace) -> list[Any]:
@@ -208,7 +204,7 @@ async def _run(args: argparse.Namespace) -> int:
         for consumer in consumers:  # stages that also need the audio (the matcher) tap the sources
             if hasattr(consumer, "tap_source"):
                 sources = [consumer.tap_source(source) for source in sources]
-        config = PipelineConfig(windower=_windower_config(args, model, kv=stage.kv_cache is not None), window_queue_windows=args.max_queue,
+        config = PipelineConfig(windower=_windower_config(args, model), window_queue_windows=args.max_queue,
                                 shutdown_timeout_s=args.shutdown_timeout_s)
     except BaseException:
         await stage.close()

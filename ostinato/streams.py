@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import logging
 import re
 import secrets
@@ -68,8 +67,7 @@ class ModelEngine:
             max_lag_s=self.streaming.max_lag_s, output=self.streaming.output or None,
         )
         self.stage = InferenceStage([entry.model], config, metrics=hub.metrics, health=hub.health, on_drop=self._on_drop)
-        # K/V path: a stream's first windows run as soon as their core and right context arrived.
-        self.windower_config = dataclasses.replace(self.streaming.windower_config(), short_start=self.stage.kv_cache is not None)
+        self.windower_config = self.stage.windower_config(self.streaming.windower_config())
         self.output = self.stage.output
         self.inbox: Channel[Window | StreamEnd] = Channel(self.streaming.max_queue, "block", name=f"server_inference_{self.name}")
         self._outbox: Channel[StreamFeatures | StreamEnd] = Channel(self.streaming.max_queue, "block", name=f"server_results_{self.name}")

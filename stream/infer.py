@@ -47,6 +47,7 @@ from ostinato.stream.kv_cache import KVCache, supports_kv
 from ostinato.stream.metrics import StreamMetrics, process_rss_bytes
 from ostinato.stream.prefetch import FrontEndPrefetch
 from ostinato.stream.retry import retry_call
+from ostinato.stream.windowing import WindowerConfig
 
 __all__ = ["BatchModel", "InferenceConfig", "InferenceStage", "InferenceStats"]
 
@@ -194,6 +195,12 @@ class InferenceStage:
     def models(self) -> list[BatchModel]:
         """The worker models."""
         return list(self._models)
+
+    def windower_config(self, config: WindowerConfig) -> WindowerConfig:
+        """``config`` as this stage wants windows cut: on the K/V path a stream's first windows
+        run as soon as their core and right context arrived (``WindowerConfig.short_start``);
+        they cost a normal window there, and streams starting together send no burst."""
+        return dataclasses.replace(config, short_start=True) if self.kv_cache is not None else config
 
     async def run(self, inbox: Channel[Window | StreamEnd], outbox: Channel[StreamFeatures | StreamEnd]) -> None:
         """Consume windows until the inbox ends; emit features (and end markers) in order.

@@ -97,6 +97,7 @@ class Pipeline:
             )
         self.config = config
         self.stage = stage
+        self._windower_config = stage.windower_config(config.windower)
         self.consumers = list(consumers)
         self.metrics = metrics if metrics is not None else StreamMetrics()
         self.health = health if health is not None else HealthMonitor(metrics=self.metrics)
@@ -282,7 +283,7 @@ class Pipeline:
     async def _window(self, source: Source, chunks: Channel[AudioChunk]) -> None:
         """The async shell around :class:`Windower` for one stream."""
         stats = self._streams[source.stream_id]
-        windower = Windower(self.config.windower, source.stream_id)
+        windower = Windower(self._windower_config, source.stream_id)
         try:
             async for chunk in chunks:
                 for window in self._push_chunk(windower, stats, chunk):
