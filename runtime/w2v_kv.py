@@ -109,12 +109,14 @@ class KVState:
         """Whether frames ``[first, end)`` are all kept and end where the kept frames end."""
         return end == self.next_frame and self.first_frame <= first <= end
 
-    def restart(self, first: int) -> None:
-        """Forget the past; the next stored frame is ``first`` (counted unless nothing was stored)."""
-        if self.frames_stored:
-            self.restarts += 1
+    def restart(self, first: int) -> bool:
+        """Forget the past; the next stored frame is ``first``. Returns whether this counts as a
+        restart (something had been stored), as :attr:`restarts` does."""
+        counted = self.frames_stored > 0
+        self.restarts += counted
         self.first_frame = self.next_frame = first
         self._start = 0
+        return counted
 
     def past_parts(self, first: int, end: int) -> tuple[npt.NDArray[np.float32], ...]:
         """Keys/values of frames ``[first, end)`` in order, as one or two views of the ring
@@ -126,13 +128,6 @@ class KVState:
         if not self.has(first, end):
             raise ValueError(f"past [{first}, {end}) not cached (ring holds [{self.first_frame}, {self.next_frame}))")
         return self._slices(self._start + first - self.first_frame, end - first)
-
-    def past(self, first: int, end: int) -> npt.NDArray[np.float32]:
-        """Keys/values of frames ``[first, end)`` as one array (a copy when the ring wraps)."""
-        parts = self.past_parts(first, end)
-        if len(parts) == 1:
-            return parts[0]
-        return np.concatenate(parts, axis=3) if parts else self.layout.empty(1)[:, :, 0]
 
     def store(self, first: int, present: npt.NDArray[np.float32], want: int) -> None:
         """Append frames ``[first, first + n)`` (``present [layers, 2, heads, n, head_dim]``).

@@ -199,11 +199,10 @@ class KVCache:
         if present is None:
             return
         state = row.state
+        restarted = state.restart(row.window.core_start_frame) if row.gap else False
         with self._lock:  # counted once the batch ran (a retried batch plans again)
             self.windows_short += row.short
-            self.restarts += row.gap and state.frames_stored > 0
-        if row.gap:
-            state.restart(row.window.core_start_frame)
+            self.restarts += restarted
         # Room for a whole window: the end-of-stream window reaches further back than the others.
         state.store(row.window.core_start_frame, present, total)
 

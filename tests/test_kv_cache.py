@@ -129,6 +129,10 @@ def test_empty_past_equals_the_encoder(model: Wav2Vec2Model, speech_like: Audio)
     assert got["present_key_values"].shape == (2, 2, 1, 2, conv.shape[1], 16)
 
 
+def _past(state: KVState, first: int, end: int) -> np.ndarray:
+    return np.concatenate(state.past_parts(first, end), axis=3)
+
+
 def test_kv_ring_is_bounded_and_ordered() -> None:
     layout = KVLayout(num_layers=2, num_heads=2, head_dim=4, context_frames=8)
     state = KVState(layout, KVConfig(max_past_frames=16))
@@ -138,10 +142,10 @@ def test_kv_ring_is_bounded_and_ordered() -> None:
         state.store(start, frames[:, :, :, start : start + 10], want=40)  # asks for more than the bound
         assert state.capacity <= 16 and state.nbytes == state.capacity * layout.frame_bytes  # bounded
     assert state.capacity == 16 and (state.first_frame, state.next_frame) == (84, 100)
-    np.testing.assert_array_equal(state.past(90, 100), frames[:, :, :, 90:100])
+    np.testing.assert_array_equal(_past(state, 90, 100), frames[:, :, :, 90:100])
     assert state.has(84, 100) and not state.has(80, 100) and not state.has(90, 99)
     with pytest.raises(ValueError, match="not cached"):
-        state.past(80, 100)
+        _past(state, 80, 100)
     with pytest.raises(ValueError, match="in order"):
         state.store(120, frames[:, :, :, :10], want=16)
     state.restart(120)
@@ -157,7 +161,7 @@ def test_ring_grows_keeping_its_frames() -> None:
     state.store(0, frames[:, :, :, :5], want=5)
     state.store(5, frames[:, :, :, 5:12], want=12)
     assert state.capacity == 12
-    np.testing.assert_array_equal(state.past(0, 12), frames[:, :, :, :12])
+    np.testing.assert_array_equal(_past(state, 0, 12), frames[:, :, :, :12])
 
 
 def test_ring_views_match_the_stored_frames_under_any_chunking() -> None:
@@ -172,7 +176,7 @@ def test_ring_views_match_the_stored_frames_under_any_chunking() -> None:
         pos += n
         kept = min(kept + n, state.capacity)
         assert (state.first_frame, state.next_frame) == (pos - kept, pos)
-        np.testing.assert_array_equal(state.past(pos - kept, pos), frames[:, :, :, pos - kept : pos])
+        np.testing.assert_array_equal(_past(state, pos - kept, pos), frames[:, :, :, pos - kept : pos])
     assert state.capacity == 20 and state.nbytes == 20 * layout.frame_bytes
 
 
@@ -268,6 +272,8 @@ async def test_cached_path_runs_each_frame_once_per_hop_with_offline_frame_times
     windows = {s: _windows(a, s) for s, a in audios.items()}
     stage = InferenceStage([model, model], _config())
     assert stage.kv_cache is not None and stage.gate is not None
+    geometry = WindowerConfig()
+    assert stage.windower_config(geometry) == dataclasses.replace(geometry, short_start=True)  # K/V: short start
     recording = _Recording(stage.kv_cache.config, 320)
     stage.kv_cache = recording
     items: list[Any] = [w for group in zip(*windows.values(), strict=False) for w in group]
@@ -297,6 +303,7 @@ async def test_whole_window_path_runs_the_left_context_again(model: Wav2Vec2Mode
     windows = _windows(speech_like(3.0, seed=5))
     stage = InferenceStage([model], _config(kv=None))
     assert stage.kv_cache is None and stage.gate is None
+    assert stage.windower_config(WindowerConfig()) == WindowerConfig()  # fixed shapes off the K/V path
     await run_stage(stage, [*windows, StreamEnd("s", 48_000)])
     await stage.close()
     assert stage.stats.transformer_frames == sum(num_frames(w.num_samples) for w in windows)
