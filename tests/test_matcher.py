@@ -138,8 +138,8 @@ def test_tempo_shifted_repeat_is_found(factor: float) -> None:
 
 def _speak(text: str) -> npt.NDArray[np.float32]:
     """espeak-ng speech at 16 kHz, trimmed, at -20 dBFS RMS (the evaluation's voices)."""
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng not installed")
+    if shutil.which("espeak-ng") is None:  # a setup dependency: missing means a broken setup, not a skip
+        pytest.fail("espeak-ng not found; run `make setup` (scripts/setup-system.sh installs it)")
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "s.wav"
         subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(wav), text], check=True)
