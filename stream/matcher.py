@@ -33,13 +33,15 @@ from ostinato.stream.events import Event, MatchEvent, NoveltyEvent
 from ostinato.stream.frame_norm import FrameNormalizer
 from ostinato.stream.frame_ring import FrameRing
 from ostinato.stream.matcher_config import FeatureBlock, MatcherConfig, MatcherStats
-from ostinato.stream.matcher_runs import NoveltyRun, PeriodicRegions
+from ostinato.stream.matcher_runs import NoveltyRun, PeriodicRegions, within_loop
 from ostinato.stream.segment_index import SegmentIndex
-from ostinato.stream.verify import loud_mismatch, pair_evidence
+from ostinato.stream.verify import loud_mismatch, pair_accepted, pair_evidence
 
 __all__ = ["FeatureBlock", "MatcherConfig", "MatcherInputError", "MatcherStats", "PatternMatcher"]
 
 logger = logging.getLogger(__name__)
+
+_SHORT_HOLD_S = 1.5  # a short aligned piece is reported this long after it ended, unless a longer track of it ends first
 
 
 class MatcherInputError(StreamError, ValueError):
@@ -79,8 +81,11 @@ class PatternMatcher:
         self._gate = c.activity_gate()
         self._tracks: list[DiagonalTrack] = []
         self._occurrences: list[tuple[int, int, str]] = []  # (start, end, pattern_id) sorted by start
-        self._emitted: collections.deque[tuple[int, int]] = collections.deque(maxlen=256)
-        self._periodic = PeriodicRegions()
+        self._emitted: collections.deque[tuple[int, int, int]] = collections.deque(maxlen=256)  # (start, end, lag at end)
+        self._held: list[tuple[int, DiagonalTrack, float]] = []  # (release frame, track, score): short pieces
+        self._hold_frames = c.frames(_SHORT_HOLD_S)
+        self._loop_slack = c.frames(0.5)  # tolerance of where a loop began (within_loop)
+        self._periodic = PeriodicRegions(slack=self._loop_slack)
         self._patterns: collections.OrderedDict[str, _Pattern] = collections.OrderedDict()
         self._novelty = NoveltyRun(c)
         self._next_pattern = 0
@@ -303,7 +308,7 @@ class PatternMatcher:
         for track in self._tracks:
             if abs(track.lag - lag) <= tol:
                 return True
-            if track.periodic and track.lag > 0:
+            if track.periodic and track.lag > 0 and within_loop(q0 - lag, track.start, track.lag, self._loop_slack):
                 ratio = lag / track.lag
                 if round(ratio) >= 1 and abs(lag - round(ratio) * track.lag) <= tol:
                     return True
@@ -383,24 +388,34 @@ class PatternMatcher:
         assert self._ring is not None
         self._periodic.update(self._tracks)
         done = [t for t in self._tracks if t.ended or force]
-        if not done:
-            return []
-        self._tracks = [t for t in self._tracks if not (t.ended or force)]
-        min_frames = self.config.frames(self.config.min_pattern_s)
-        kept = []
-        for track in done:
-            track.trim(self.config.frames(self.config.max_dip_s))
-            if track.length_frames < min_frames:
-                self.stats.rejected_short += 1  # cheap rejection before scoring
-            else:
-                kept.append(track)
-        scored = sorted(((self._score(t), t) for t in kept), key=lambda st: -st[0])
         events: list[Event] = []
-        for score, track in scored:
-            event = self._to_event(track, score)
-            if event is not None:
-                events.append(event)
-        self._prune()
+        if done:
+            self._tracks = [t for t in self._tracks if not (t.ended or force)]
+            c = self.config
+            min_frames = self._min_frames()
+            kept = []
+            for track in done:
+                track.trim(c.frames(c.max_dip_s))
+                if track.length_frames < min_frames:
+                    self.stats.rejected_short += 1  # cheap rejection before scoring
+                else:
+                    kept.append(track)
+            scored = sorted(((self._score(t), t) for t in kept), key=lambda st: -st[0])
+            for score, track in scored:
+                if not self._accepted(track, score):
+                    continue
+                if track.length_frames < c.frames(c.min_pattern_s):
+                    # A short aligned piece of a noisy repeat waits: a longer track of the same
+                    # repeat may still end, and is reported instead (``_emit``'s overlap test).
+                    if len(self._held) >= c.max_tracks:
+                        events += self._emit(*self._held.pop(0)[1:])
+                    self._held.append((self._ring.end + self._hold_frames, track, score))
+                    continue
+                events += self._emit(track, score)
+        while self._held and (force or self._held[0][0] <= self._ring.end):
+            events += self._emit(*self._held.pop(0)[1:])
+        if done:
+            self._prune()
         return events
 
     def _score(self, track: DiagonalTrack) -> float:
@@ -438,34 +453,49 @@ class PatternMatcher:
                 means.append(float(np.einsum("ij,ij->i", x[ok], y[ok]).mean()))
         return float(np.median(means)) if len(means) >= 3 else -1.0
 
-    def _to_event(self, track: DiagonalTrack, score: float) -> MatchEvent | None:
+    def _accepted(self, track: DiagonalTrack, score: float) -> bool:
+        """Whether a finished track is a reportable repeat (length, score, music policy,
+        verification); counts the rejections."""
         c = self.config
         s, e = track.start, track.last_hit
-        if e - s + 1 < c.frames(c.min_pattern_s):
+        if e - s + 1 < self._min_frames():
             self.stats.rejected_short += 1
-            return None
+            return False
         if score < c.match_threshold:
             self.stats.rejected_score += 1
-            return None
-        if track.periodic or self._periodic.covers(s, e):
+            return False
+        if track.periodic or self._periodic.covers(s, e, track.lag_at_start()):
             self.stats.rejected_periodic += 1
-            return None
+            return False
         if not self._verified(track):
             self.stats.rejected_verify += 1
-            return None
-        if any(min(e, b) - max(s, a) + 1 > 0.5 * (e - s + 1) for a, b in self._emitted):
-            return None
+            return False
+        return True
+
+    def _emit(self, track: DiagonalTrack, score: float) -> list[Event]:
+        """The match event of an accepted track, unless it mostly overlaps one already
+        reported, continues one (same lag, starting within ``refractory_s`` after it: the
+        rest of a repeat whose track broke) or its pattern is in its refractory period."""
+        assert self._ring is not None
+        c = self.config
+        s, e = track.start, track.last_hit
+        if any(min(e, b) - max(s, a) + 1 > 0.5 * (e - s + 1) for a, b, _ in self._emitted):
+            return []
+        lag, refractory = track.lag_at_start(), c.frames(c.refractory_s)
+        if any(a < s <= b + refractory and abs(lag - lag_b) <= self._lag_tol for a, b, lag_b in self._emitted):
+            self.stats.rejected_refractory += 1
+            return []
         earlier = (s - track.lag_at_start(), e - track.lag_at_end())
         pattern = self._pattern_for(earlier)
         if s < pattern.last_event_end + c.frames(c.refractory_s):
             self.stats.rejected_refractory += 1
-            return None
+            return []
         pattern.last_event_end = e
         pattern.count += 1
         self._register(s, e, pattern.pattern_id)
-        self._emitted.append((s, e))
+        self._emitted.append((s, e, track.lag_at_end()))
         self.stats.matches += 1
-        return MatchEvent(
+        return [MatchEvent(
             stream=self.stream,
             pattern_id=pattern.pattern_id,
             first_start_s=self._seconds(pattern.first[0]),
@@ -473,20 +503,29 @@ class PatternMatcher:
             start_s=self._seconds(s),
             end_s=self._end_seconds(e),
             score=round(score, 4),
-            detected_at_s=self._end_seconds(self._ring.end - 1) if self._ring else 0.0,
-        )
+            detected_at_s=self._end_seconds(self._ring.end - 1),
+        )]
+
+    def _min_frames(self) -> int:
+        """Shortest track that may be reported (aligned pairs may be shorter, ``_verified``)."""
+        c = self.config
+        if c.min_aligned_pattern_s is not None and self._raw is not None:
+            return c.frames(c.min_aligned_pattern_s)
+        return c.frames(c.min_pattern_s)
 
     def _verified(self, track: DiagonalTrack) -> bool:
-        """Second stage: the pair's contrast on raw frames (``stream/verify.py``)."""
+        """Second stage: the pair's contrast and loud mismatches on raw frames (``stream/verify.py``)."""
         c = self.config
         if self._raw is None or c.verify_min_evidence is None:
             return True
         ts, lags, _ = track.path()
         evidence = pair_evidence(self._raw, ts, lags, self._params.background_offsets, c.verify_coefficients, c.verify_margin_db)
-        if not evidence >= c.verify_min_evidence:  # nan (too few frames held): not verified
-            return False
-        limit = c.verify_max_mismatch
-        return limit is None or bool(loud_mismatch(self._raw, ts, lags, c.verify_margin_db, c.verify_loud_db) <= limit)
+        lowest = c.verify_min_evidence if c.verify_aligned_evidence is None else min(c.verify_min_evidence, c.verify_aligned_evidence)
+        if not evidence >= lowest:
+            return False  # also nan (too few frames held): not verified; skips the mismatch test
+        mismatch = loud_mismatch(self._raw, ts, lags, c.verify_margin_db, c.verify_loud_db)
+        short = track.length_frames < c.frames(c.min_pattern_s)
+        return pair_accepted(c, evidence, mismatch, ts.size / max(track.length_frames, 1), short)
 
     def _pattern_for(self, span: tuple[int, int]) -> _Pattern:
         a, b = span

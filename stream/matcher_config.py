@@ -70,6 +70,16 @@ class MatcherConfig:
             occurrences mismatches (:func:`~ostinato.stream.verify.loud_mismatch`; a hard
             negative's changed words; None: off; 0.1 for log-mel).
         verify_loud_db: Level above the pair's floor (mean over bands, dB) of a loud frame.
+        verify_aligned_evidence: Lower evidence that suffices for an *aligned* pair: at
+            least ``verify_aligned_activity`` of the frames of its span active in both
+            occurrences (their pauses line up) and no loud frame mismatching (at most 2 %).
+            A repeat buried in noise loses pair evidence but keeps both; a chance
+            resemblance between different speech or notes rarely has either (None: off;
+            0.45 for log-mel).
+        verify_aligned_activity: Fraction of the span active in both occurrences of such a pair.
+        min_aligned_pattern_s: An aligned pair with the full ``verify_min_evidence`` is
+            reported from this length on, below ``min_pattern_s`` (a noisy repeat whose track
+            broke; None: off; 0.9 s for log-mel; needs the verification).
         min_pattern_s: Shortest repeat reported.
         max_pattern_s: Longest stretch followed before a track is cut.
         min_lag_s: Minimum distance between an occurrence and the one it repeats.
@@ -128,6 +138,9 @@ class MatcherConfig:
     verify_margin_db: float = 10.0
     verify_max_mismatch: float | None = None
     verify_loud_db: float = 6.0
+    verify_aligned_evidence: float | None = None
+    verify_aligned_activity: float = 0.9
+    min_aligned_pattern_s: float | None = None
     min_pattern_s: float = 1.2
     max_pattern_s: float = 60.0
     min_lag_s: float = 1.0
@@ -186,6 +199,8 @@ class MatcherConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r}; expected a value in [0, 1]")
+        if self.min_aligned_pattern_s is not None and not 0 < self.min_aligned_pattern_s <= self.min_pattern_s:
+            raise ValueError(f"min_aligned_pattern_s={self.min_aligned_pattern_s}; expected None or 0 < s <= min_pattern_s")
         if self.max_pattern_s < self.min_pattern_s:
             raise ValueError(f"max_pattern_s={self.max_pattern_s}; expected >= min_pattern_s={self.min_pattern_s}")
         if self.min_lag_s < 0 or self.max_gap_s < 0 or self.refractory_s < 0 or self.max_extend_back_s < 0:
@@ -196,6 +211,8 @@ class MatcherConfig:
             raise ValueError("candidates, max_tracks and max_patterns must be >= 1")
         if self.verify_max_mismatch is not None and not 0.0 <= self.verify_max_mismatch <= 1.0:
             raise ValueError(f"verify_max_mismatch={self.verify_max_mismatch}; expected None or 0 .. 1")
+        if not 0.0 <= self.verify_aligned_activity <= 1.0:
+            raise ValueError(f"verify_aligned_activity={self.verify_aligned_activity}; expected 0 .. 1")
         if self.verify_loud_db < 0:
             raise ValueError(f"verify_loud_db={self.verify_loud_db}; expected >= 0")
         if self.novelty_threshold is not None and not -1.0 <= self.novelty_threshold <= 1.0:
@@ -214,7 +231,7 @@ class MatcherConfig:
             "logmel": {
                 "cepstral_coefficients": 40, "fast_mean_time_constant_s": 0.5, "band_floor_window_s": 1.0,
                 "segment_parts": 4, "detection_z": 5.0, "verify_min_evidence": 0.6,
-                "verify_max_mismatch": 0.1,
+                "verify_max_mismatch": 0.1, "verify_aligned_evidence": 0.45, "min_aligned_pattern_s": 0.9,
             },
             "wav2vec2": {},
         }

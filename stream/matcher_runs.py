@@ -3,7 +3,9 @@
 :class:`PeriodicRegions`
     spans of the stream covered by *periodic* tracks — a track much longer than its own lag,
     i.e. a loop or a groove repeating bar after bar. A finished track lying mostly inside
-    such a span is music's own repetition, not a recurring pattern (``docs/matcher.md``).
+    such a span *and repeating audio of the same loop* is music's own repetition, not a
+    recurring pattern; a track there whose earlier occurrence lies before the loop began (the
+    whole loop or jingle heard again later) is a recurring pattern (``docs/matcher.md``).
 :class:`NoveltyRun`
     a run of consecutive segments whose best match in the buffer stays below
     ``novelty_threshold``, reported once as one novelty span.
@@ -22,24 +24,38 @@ import numpy as np
 
 from ostinato.stream.matcher_config import MatcherConfig
 
-__all__ = ["NoveltyRun", "PeriodicRegions"]
+__all__ = ["NoveltyRun", "PeriodicRegions", "within_loop"]
 
 
 class _Track(Protocol):
     start: int
     last_hit: int
+    lag: int
     periodic: bool
 
 
-class PeriodicRegions:
-    """Frame spans ``[start, end]`` of periodic tracks, extended while those tracks grow."""
+def within_loop(earlier_start: int, loop_start: int, period: int, slack: int) -> bool:
+    """Whether audio first heard at frame ``earlier_start`` belongs to a loop whose periodic
+    track (lag ``period``) starts at ``loop_start``: the loop's first bar began about one
+    period before that track (``slack`` frames of tolerance, plus one more period)."""
+    return earlier_start >= loop_start - 2 * period - slack
 
-    def __init__(self, limit: int = 64) -> None:
+
+class PeriodicRegions:
+    """Frame spans ``[start, end]`` of periodic tracks, extended while those tracks grow.
+
+    Args:
+        limit: Regions kept (the oldest is dropped).
+        slack: Frames of tolerance of :func:`within_loop`.
+    """
+
+    def __init__(self, limit: int = 64, slack: int = 25) -> None:
         self._regions: collections.deque[list[int]] = collections.deque(maxlen=limit)
+        self._slack = slack
 
     def mark(self, track: _Track) -> None:
         """``track`` was found periodic: its span (and later growth) becomes a region."""
-        self._regions.append([track.start, track.last_hit, id(track)])
+        self._regions.append([track.start, track.last_hit, id(track), max(track.lag, 1)])
 
     def update(self, tracks: Iterable[_Track]) -> None:
         """Extend each region to where its (still live) periodic track has reached."""
@@ -49,10 +65,15 @@ class PeriodicRegions:
             if track is not None:
                 region[1] = max(region[1], track.last_hit)
 
-    def covers(self, start: int, end: int) -> bool:
-        """Whether more than half of frames ``[start, end]`` lie in one region."""
+    def covers(self, start: int, end: int, lag: int) -> bool:
+        """Whether frames ``[start, end]``, repeating frames ``[start - lag, end - lag]``, are
+        loop-internal: more than half of them lie in one region and the earlier occurrence
+        lies in the same loop (:func:`within_loop`)."""
         length = max(1, end - start + 1)
-        return any(min(end, r1) - max(start, r0) + 1 > 0.5 * length for r0, r1, _ in self._regions)
+        return any(
+            min(end, r1) - max(start, r0) + 1 > 0.5 * length and within_loop(start - lag, r0, period, self._slack)
+            for r0, r1, _, period in self._regions
+        )
 
     def prune(self, oldest: int) -> None:
         """Forget regions that ended before frame ``oldest`` (out of the ring)."""

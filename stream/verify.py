@@ -25,6 +25,15 @@ do not match (cosine below 0.3 at the path's lag ±1 frame). Noise explains a mi
 frame only where one occurrence is near its floor; a hard negative (the same voice saying the
 phrase with every other word changed) mismatches at its changed consonants while both
 occurrences are loud.
+
+:func:`pair_accepted` is the decision on both numbers (``MatcherConfig``): evidence ≥
+``verify_min_evidence`` and mismatch ≤ ``verify_max_mismatch``; or, for an *aligned* pair —
+at least ``verify_aligned_activity`` of the span's frames active in both occurrences (their
+pauses line up) and no loud frame mismatching (≤ 2 %) — evidence ≥
+``verify_aligned_evidence``. Noise takes pair evidence away from a repeat but leaves it
+aligned; a chance resemblance between different speech or notes is rarely aligned. Tracks
+shorter than ``min_pattern_s`` (down to ``min_aligned_pattern_s``: a noisy repeat whose
+track broke) must be aligned *and* reach ``verify_min_evidence``.
 """
 
 from __future__ import annotations
@@ -33,13 +42,15 @@ import numpy as np
 import numpy.typing as npt
 
 from ostinato.stream.frame_ring import FrameRing
+from ostinato.stream.matcher_config import MatcherConfig
 
-__all__ = ["loud_mismatch", "pair_evidence"]
+__all__ = ["loud_mismatch", "pair_accepted", "pair_evidence"]
 
 _FRAMES_PER_UNIT = 50.0
 _MISMATCH_COEFFICIENTS = 20  # cepstral coefficients 1-19 (the spectral envelope) for the mismatch test
 _MISMATCH_COSINE = 0.3  # a loud frame whose best cosine (lag ±1) is below this mismatches
 _MISMATCH_EDGE = 8  # frames left out at each end of the pair (boundaries are approximate)
+_ALIGNED_MISMATCH = 0.02  # loud mismatches tolerated in an aligned pair
 
 
 def _dct(input_dim: int, coefficients: int) -> npt.NDArray[np.float32]:
@@ -138,3 +149,19 @@ def loud_mismatch(
     loud = level[inner] > loud_db
     bad = loud & (best[inner] < _MISMATCH_COSINE)
     return float(bad.sum() / max(int(loud.sum()), 1))
+
+
+def pair_accepted(config: MatcherConfig, evidence: float, mismatch: float, activity: float, short: bool) -> bool:
+    """The verification's decision (module docstring) for a pair with ``evidence``
+    (:func:`pair_evidence`), ``mismatch`` (:func:`loud_mismatch`), ``activity`` (fraction of
+    its span active in both occurrences); ``short``: shorter than ``min_pattern_s``."""
+    c = config
+    if c.verify_min_evidence is None:
+        return True
+    full = evidence >= c.verify_min_evidence
+    if full and not short:
+        return c.verify_max_mismatch is None or bool(mismatch <= c.verify_max_mismatch)
+    aligned = activity >= c.verify_aligned_activity and mismatch <= _ALIGNED_MISMATCH
+    if short:
+        return aligned and full
+    return aligned and c.verify_aligned_evidence is not None and evidence >= c.verify_aligned_evidence

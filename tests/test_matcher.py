@@ -180,6 +180,39 @@ def test_spoken_phrase_repeated_in_noise_is_found(snr_db: float, min_found: int)
     assert found >= min_found
 
 
+def _repeat_events(phrase: npt.NDArray[np.float32], snr_db: float, noise_seed: int, config: MatcherConfig) -> list[MatchEvent]:
+    """Events of a stream holding ``phrase`` at 4 s and again at 13 s under white noise."""
+    audio = _filler(20.0, 10) * 0.5
+    _place(audio, phrase, 4.0)
+    _place(audio, phrase, 13.0)
+    rng = np.random.default_rng(noise_seed)
+    n0, n1 = 12 * SR, 14 * SR + phrase.size
+    rms = float(np.sqrt(np.mean(phrase**2)))
+    audio[n0:n1] += rng.standard_normal(n1 - n0).astype(np.float32) * rms * 10 ** (-snr_db / 20)
+    return _matches(_run(audio, config))
+
+
+def test_aligned_pairs_find_noisy_repeats_whose_tracks_break() -> None:
+    # A 1.9 s phrase at 5 dB, eight noise draws. With the aligned-pair rule (lower pair
+    # evidence, or down to 0.9 s, when the pauses line up and no loud frame mismatches) more
+    # repeats are found, each once, at the right lag and inside the repeat.
+    phrase = _speak("silver morning market station")
+    end = 13.0 + phrase.size / SR
+    plain = MatcherConfig.for_features("logmel", verify_aligned_evidence=None, min_aligned_pattern_s=None)
+    found = {}
+    for name, config in (("plain", plain), ("aligned", CONFIG)):
+        count = 0
+        for seed in range(8):
+            events = _repeat_events(phrase, 5.0, seed, config)
+            assert len(events) <= 1, events
+            for e in events:
+                assert 13.0 - 0.3 <= e.start_s and e.end_s <= end + 0.15, e
+                assert abs(e.start_s - e.first_start_s - 9.0) <= 0.15, e
+                count += 1
+        found[name] = count
+    assert found["aligned"] >= found["plain"] + 2 and found["aligned"] >= 7, found
+
+
 def test_same_voice_with_every_other_word_changed_is_not_a_repeat() -> None:
     # A hard negative of the evaluation's controls (bench/matcher_streams.py): same voice and
     # speed, words 1, 3, 5 changed. This one is rejected; the ones still reported on the
@@ -224,6 +257,20 @@ def test_periodic_loop_is_not_reported() -> None:
     bar = _jingle(12, 1.0)
     audio = np.concatenate([_filler(4.0, 13), np.tile(bar, 12), _filler(4.0, 14)])
     assert _matches(_run(audio)) == []
+
+
+def test_loop_heard_again_after_other_material_is_a_pattern() -> None:
+    # Music's own bar-level repetition is not reported, but the whole loop (a jingle with
+    # repeated bars) heard again after other material is (docs/matcher.md).
+    loop = np.tile(_jingle(12, 1.0), 4)
+    audio = np.concatenate([_filler(4.0, 13), loop, _filler(16.0, 14), loop, _filler(4.0, 15)])
+    events = _matches(_run(audio))
+    # A loop of identical bars repeats at several lags (±1 bar); it may be reported as pieces.
+    assert events, "the loop heard again was not reported"
+    for e in events:
+        assert 24.0 - 0.15 <= e.start_s and e.end_s <= 28.0 + 0.15, e
+        assert 4.0 - 0.15 <= e.first_start_s and e.first_end_s <= 8.0 + 0.15, e
+    assert sum(e.end_s - e.start_s for e in events) >= 3.5, events
 
 
 def test_memory_bound_holds_and_old_audio_is_forgotten() -> None:

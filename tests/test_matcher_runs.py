@@ -7,23 +7,34 @@ from types import SimpleNamespace
 import pytest
 
 from ostinato.stream.matcher_config import MatcherConfig
-from ostinato.stream.matcher_runs import NoveltyRun, PeriodicRegions
+from ostinato.stream.matcher_runs import NoveltyRun, PeriodicRegions, within_loop
 
 
 def test_regions_follow_their_track_cover_by_majority_and_are_pruned() -> None:
-    regions = PeriodicRegions(limit=2)
-    loop = SimpleNamespace(start=100, last_hit=300, periodic=True)
+    regions = PeriodicRegions(limit=2, slack=10)
+    loop = SimpleNamespace(start=100, last_hit=300, lag=50, periodic=True)
     regions.mark(loop)
     loop.last_hit = 500
-    regions.update([loop, SimpleNamespace(start=0, last_hit=900, periodic=False)])  # a plain track is no region
-    assert regions.covers(350, 550)  # 151 of 201 frames inside [100, 500]
-    assert not regions.covers(450, 650)  # 51 of 201
-    assert not regions.covers(600, 900)
+    regions.update([loop, SimpleNamespace(start=0, last_hit=900, lag=50, periodic=False)])  # a plain track is no region
+    assert regions.covers(350, 550, 100)  # 151 of 201 frames inside [100, 500], repeating bars of the loop
+    assert not regions.covers(450, 650, 100)  # 51 of 201
+    assert not regions.covers(600, 900, 100)
     for start in (1000, 2000):  # bounded: the oldest region falls out
-        regions.mark(SimpleNamespace(start=start, last_hit=start + 100, periodic=True))
-    assert not regions.covers(350, 550) and regions.covers(1000, 1100)
+        regions.mark(SimpleNamespace(start=start, last_hit=start + 100, lag=50, periodic=True))
+    assert not regions.covers(350, 550, 100) and regions.covers(1000, 1100, 50)
     regions.prune(1150)
-    assert not regions.covers(1000, 1100) and regions.covers(2000, 2100)
+    assert not regions.covers(1000, 1100, 50) and regions.covers(2000, 2100, 50)
+
+
+def test_region_does_not_hide_the_whole_loop_heard_again() -> None:
+    regions = PeriodicRegions(slack=10)
+    regions.mark(SimpleNamespace(start=1100, last_hit=1400, lag=50, periodic=True))  # loop from ~1050
+    # Earlier occurrence inside the loop (one bar, three bars back): music's own repetition.
+    assert regions.covers(1100, 1300, 50) and regions.covers(1200, 1400, 150)
+    # The earliest the loop can have begun: two periods + slack before its periodic track.
+    assert within_loop(990, 1100, 50, 10) and not within_loop(989, 1100, 50, 10)
+    # Earlier occurrence 900 frames back, before the loop began: the loop recurring, a pattern.
+    assert not regions.covers(1100, 1300, 900)
 
 
 def test_novelty_run_reports_one_span_when_it_ends_or_grows_too_long() -> None:

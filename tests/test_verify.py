@@ -12,7 +12,7 @@ from test_matcher import _speak
 from ostinato.runtime.logmel import LogMel
 from ostinato.stream.frame_ring import FrameRing
 from ostinato.stream.matcher_config import MatcherConfig
-from ostinato.stream.verify import loud_mismatch, pair_evidence
+from ostinato.stream.verify import loud_mismatch, pair_accepted, pair_evidence
 
 SR = 16000
 CONFIG = MatcherConfig.for_features("logmel")
@@ -92,3 +92,33 @@ def test_mismatch_test_is_on_for_logmel_only_and_validated() -> None:
         MatcherConfig(verify_max_mismatch=1.5)
     with pytest.raises(ValueError, match="verify_loud_db"):
         MatcherConfig(verify_loud_db=-1.0)
+
+
+def test_pair_decision_full_evidence_or_aligned_pair() -> None:
+    c = CONFIG
+    assert c.verify_min_evidence == 0.6 and c.verify_aligned_evidence == 0.45 and c.verify_max_mismatch == 0.1
+    # Full evidence: the loud-mismatch limit applies.
+    assert pair_accepted(c, 0.7, 0.1, 0.5, short=False)
+    assert not pair_accepted(c, 0.7, 0.11, 1.0, short=False)
+    # Lower evidence: only an aligned pair (activity >= 0.9, loud mismatches <= 2 %).
+    assert pair_accepted(c, 0.5, 0.0, 0.95, short=False)
+    assert not pair_accepted(c, 0.5, 0.0, 0.85, short=False)  # pauses do not line up
+    assert not pair_accepted(c, 0.5, 0.05, 0.95, short=False)  # a loud frame mismatches
+    assert not pair_accepted(c, 0.4, 0.0, 1.0, short=False)  # below the aligned evidence
+    assert not pair_accepted(c, float("nan"), 0.0, 1.0, short=False)
+    # Shorter than min_pattern_s: aligned *and* full evidence.
+    assert pair_accepted(c, 0.6, 0.0, 0.95, short=True)
+    assert not pair_accepted(c, 0.55, 0.0, 1.0, short=True)
+    assert not pair_accepted(c, 0.9, 0.05, 1.0, short=True)
+    # Aligned pairs off: the plain rule.
+    plain = MatcherConfig.for_features("logmel", verify_aligned_evidence=None, min_aligned_pattern_s=None)
+    assert not pair_accepted(plain, 0.5, 0.0, 1.0, short=False)
+    assert pair_accepted(MatcherConfig.for_features("wav2vec2"), float("nan"), 1.0, 0.0, short=True)  # no verification
+
+
+def test_aligned_pair_settings_are_validated() -> None:
+    assert MatcherConfig.for_features("wav2vec2").min_aligned_pattern_s is None
+    with pytest.raises(ValueError, match="verify_aligned_activity"):
+        MatcherConfig(verify_aligned_activity=1.5)
+    with pytest.raises(ValueError, match="min_aligned_pattern_s"):
+        MatcherConfig(min_aligned_pattern_s=1.5, min_pattern_s=1.2)
