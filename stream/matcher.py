@@ -41,8 +41,6 @@ __all__ = ["FeatureBlock", "MatcherConfig", "MatcherInputError", "MatcherStats",
 
 logger = logging.getLogger(__name__)
 
-_SHORT_HOLD_S = 1.5  # a short aligned piece is reported this long after it ended, unless a longer track of it ends first
-
 
 class MatcherInputError(StreamError, ValueError):
     """A feature block the matcher cannot use (wrong shape, dimension or position)."""
@@ -82,8 +80,6 @@ class PatternMatcher:
         self._tracks: list[DiagonalTrack] = []
         self._occurrences: list[tuple[int, int, str]] = []  # (start, end, pattern_id) sorted by start
         self._emitted: collections.deque[tuple[int, int, int]] = collections.deque(maxlen=256)  # (start, end, lag at end)
-        self._held: list[tuple[int, DiagonalTrack, float]] = []  # (release frame, track, score): short pieces
-        self._hold_frames = c.frames(_SHORT_HOLD_S)
         self._loop_slack = c.frames(0.5)  # tolerance of where a loop began (within_loop)
         self._periodic = PeriodicRegions(slack=self._loop_slack)
         self._patterns: collections.OrderedDict[str, _Pattern] = collections.OrderedDict()
@@ -388,34 +384,24 @@ class PatternMatcher:
         assert self._ring is not None
         self._periodic.update(self._tracks)
         done = [t for t in self._tracks if t.ended or force]
+        if not done:
+            return []
+        self._tracks = [t for t in self._tracks if not (t.ended or force)]
+        c = self.config
+        min_frames = c.frames(c.min_pattern_s)
+        kept = []
+        for track in done:
+            track.trim(c.frames(c.max_dip_s))
+            if track.length_frames < min_frames:
+                self.stats.rejected_short += 1  # cheap rejection before scoring
+            else:
+                kept.append(track)
+        scored = sorted(((self._score(t), t) for t in kept), key=lambda st: -st[0])
         events: list[Event] = []
-        if done:
-            self._tracks = [t for t in self._tracks if not (t.ended or force)]
-            c = self.config
-            min_frames = self._min_frames()
-            kept = []
-            for track in done:
-                track.trim(c.frames(c.max_dip_s))
-                if track.length_frames < min_frames:
-                    self.stats.rejected_short += 1  # cheap rejection before scoring
-                else:
-                    kept.append(track)
-            scored = sorted(((self._score(t), t) for t in kept), key=lambda st: -st[0])
-            for score, track in scored:
-                if not self._accepted(track, score):
-                    continue
-                if track.length_frames < c.frames(c.min_pattern_s):
-                    # A short aligned piece of a noisy repeat waits: a longer track of the same
-                    # repeat may still end, and is reported instead (``_emit``'s overlap test).
-                    if len(self._held) >= c.max_tracks:
-                        events += self._emit(*self._held.pop(0)[1:])
-                    self._held.append((self._ring.end + self._hold_frames, track, score))
-                    continue
+        for score, track in scored:
+            if self._accepted(track, score):
                 events += self._emit(track, score)
-        while self._held and (force or self._held[0][0] <= self._ring.end):
-            events += self._emit(*self._held.pop(0)[1:])
-        if done:
-            self._prune()
+        self._prune()
         return events
 
     def _score(self, track: DiagonalTrack) -> float:
@@ -458,7 +444,7 @@ class PatternMatcher:
         verification); counts the rejections."""
         c = self.config
         s, e = track.start, track.last_hit
-        if e - s + 1 < self._min_frames():
+        if e - s + 1 < c.frames(c.min_pattern_s):
             self.stats.rejected_short += 1
             return False
         if score < c.match_threshold:
@@ -506,13 +492,6 @@ class PatternMatcher:
             detected_at_s=self._end_seconds(self._ring.end - 1),
         )]
 
-    def _min_frames(self) -> int:
-        """Shortest track that may be reported (aligned pairs may be shorter, ``_verified``)."""
-        c = self.config
-        if c.min_aligned_pattern_s is not None and self._raw is not None:
-            return c.frames(c.min_aligned_pattern_s)
-        return c.frames(c.min_pattern_s)
-
     def _verified(self, track: DiagonalTrack) -> bool:
         """Second stage: the pair's contrast and loud mismatches on raw frames (``stream/verify.py``)."""
         c = self.config
@@ -524,8 +503,7 @@ class PatternMatcher:
         if not evidence >= lowest:
             return False  # also nan (too few frames held): not verified; skips the mismatch test
         mismatch = loud_mismatch(self._raw, ts, lags, c.verify_margin_db, c.verify_loud_db)
-        short = track.length_frames < c.frames(c.min_pattern_s)
-        return pair_accepted(c, evidence, mismatch, ts.size / max(track.length_frames, 1), short)
+        return pair_accepted(c, evidence, mismatch, ts.size / max(track.length_frames, 1))
 
     def _pattern_for(self, span: tuple[int, int]) -> _Pattern:
         a, b = span

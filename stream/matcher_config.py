@@ -77,9 +77,6 @@ class MatcherConfig:
             resemblance between different speech or notes rarely has either (None: off;
             0.45 for log-mel).
         verify_aligned_activity: Fraction of the span active in both occurrences of such a pair.
-        min_aligned_pattern_s: An aligned pair with the full ``verify_min_evidence`` is
-            reported from this length on, below ``min_pattern_s`` (a noisy repeat whose track
-            broke; None: off; 0.9 s for log-mel; needs the verification).
         min_pattern_s: Shortest repeat reported.
         max_pattern_s: Longest stretch followed before a track is cut.
         min_lag_s: Minimum distance between an occurrence and the one it repeats.
@@ -140,7 +137,6 @@ class MatcherConfig:
     verify_loud_db: float = 6.0
     verify_aligned_evidence: float | None = None
     verify_aligned_activity: float = 0.9
-    min_aligned_pattern_s: float | None = None
     min_pattern_s: float = 1.2
     max_pattern_s: float = 60.0
     min_lag_s: float = 1.0
@@ -199,8 +195,6 @@ class MatcherConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r}; expected a value in [0, 1]")
-        if self.min_aligned_pattern_s is not None and not 0 < self.min_aligned_pattern_s <= self.min_pattern_s:
-            raise ValueError(f"min_aligned_pattern_s={self.min_aligned_pattern_s}; expected None or 0 < s <= min_pattern_s")
         if self.max_pattern_s < self.min_pattern_s:
             raise ValueError(f"max_pattern_s={self.max_pattern_s}; expected >= min_pattern_s={self.min_pattern_s}")
         if self.min_lag_s < 0 or self.max_gap_s < 0 or self.refractory_s < 0 or self.max_extend_back_s < 0:
@@ -231,7 +225,7 @@ class MatcherConfig:
             "logmel": {
                 "cepstral_coefficients": 40, "fast_mean_time_constant_s": 0.5, "band_floor_window_s": 1.0,
                 "segment_parts": 4, "detection_z": 5.0, "verify_min_evidence": 0.6,
-                "verify_max_mismatch": 0.1, "verify_aligned_evidence": 0.45, "min_aligned_pattern_s": 0.9,
+                "verify_max_mismatch": 0.1, "verify_aligned_evidence": 0.45,
             },
             "wav2vec2": {},
         }

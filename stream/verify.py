@@ -31,9 +31,7 @@ occurrences are loud.
 at least ``verify_aligned_activity`` of the span's frames active in both occurrences (their
 pauses line up) and no loud frame mismatching (≤ 2 %) — evidence ≥
 ``verify_aligned_evidence``. Noise takes pair evidence away from a repeat but leaves it
-aligned; a chance resemblance between different speech or notes is rarely aligned. Tracks
-shorter than ``min_pattern_s`` (down to ``min_aligned_pattern_s``: a noisy repeat whose
-track broke) must be aligned *and* reach ``verify_min_evidence``.
+aligned; a chance resemblance between different speech or notes is rarely aligned.
 """
 
 from __future__ import annotations
@@ -151,17 +149,14 @@ def loud_mismatch(
     return float(bad.sum() / max(int(loud.sum()), 1))
 
 
-def pair_accepted(config: MatcherConfig, evidence: float, mismatch: float, activity: float, short: bool) -> bool:
+def pair_accepted(config: MatcherConfig, evidence: float, mismatch: float, activity: float) -> bool:
     """The verification's decision (module docstring) for a pair with ``evidence``
-    (:func:`pair_evidence`), ``mismatch`` (:func:`loud_mismatch`), ``activity`` (fraction of
-    its span active in both occurrences); ``short``: shorter than ``min_pattern_s``."""
+    (:func:`pair_evidence`), ``mismatch`` (:func:`loud_mismatch`) and ``activity`` (fraction
+    of its span active in both occurrences)."""
     c = config
     if c.verify_min_evidence is None:
         return True
-    full = evidence >= c.verify_min_evidence
-    if full and not short:
+    if evidence >= c.verify_min_evidence:
         return c.verify_max_mismatch is None or bool(mismatch <= c.verify_max_mismatch)
     aligned = activity >= c.verify_aligned_activity and mismatch <= _ALIGNED_MISMATCH
-    if short:
-        return aligned and full
     return aligned and c.verify_aligned_evidence is not None and evidence >= c.verify_aligned_evidence

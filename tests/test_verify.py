@@ -98,27 +98,45 @@ def test_pair_decision_full_evidence_or_aligned_pair() -> None:
     c = CONFIG
     assert c.verify_min_evidence == 0.6 and c.verify_aligned_evidence == 0.45 and c.verify_max_mismatch == 0.1
     # Full evidence: the loud-mismatch limit applies.
-    assert pair_accepted(c, 0.7, 0.1, 0.5, short=False)
-    assert not pair_accepted(c, 0.7, 0.11, 1.0, short=False)
+    assert pair_accepted(c, 0.7, 0.1, 0.5)
+    assert not pair_accepted(c, 0.7, 0.11, 1.0)
     # Lower evidence: only an aligned pair (activity >= 0.9, loud mismatches <= 2 %).
-    assert pair_accepted(c, 0.5, 0.0, 0.95, short=False)
-    assert not pair_accepted(c, 0.5, 0.0, 0.85, short=False)  # pauses do not line up
-    assert not pair_accepted(c, 0.5, 0.05, 0.95, short=False)  # a loud frame mismatches
-    assert not pair_accepted(c, 0.4, 0.0, 1.0, short=False)  # below the aligned evidence
-    assert not pair_accepted(c, float("nan"), 0.0, 1.0, short=False)
-    # Shorter than min_pattern_s: aligned *and* full evidence.
-    assert pair_accepted(c, 0.6, 0.0, 0.95, short=True)
-    assert not pair_accepted(c, 0.55, 0.0, 1.0, short=True)
-    assert not pair_accepted(c, 0.9, 0.05, 1.0, short=True)
+    assert pair_accepted(c, 0.5, 0.0, 0.95)
+    assert not pair_accepted(c, 0.5, 0.0, 0.85)  # pauses do not line up
+    assert not pair_accepted(c, 0.5, 0.05, 0.95)  # a loud frame mismatches
+    assert not pair_accepted(c, 0.4, 0.0, 1.0)  # below the aligned evidence
+    assert not pair_accepted(c, float("nan"), 0.0, 1.0)
     # Aligned pairs off: the plain rule.
-    plain = MatcherConfig.for_features("logmel", verify_aligned_evidence=None, min_aligned_pattern_s=None)
-    assert not pair_accepted(plain, 0.5, 0.0, 1.0, short=False)
-    assert pair_accepted(MatcherConfig.for_features("wav2vec2"), float("nan"), 1.0, 0.0, short=True)  # no verification
+    plain = MatcherConfig.for_features("logmel", verify_aligned_evidence=None)
+    assert not pair_accepted(plain, 0.5, 0.0, 1.0)
+    assert pair_accepted(MatcherConfig.for_features("wav2vec2"), float("nan"), 1.0, 0.0)  # no verification
+
+
+def test_buried_repeat_passes_as_an_aligned_pair_and_a_look_alike_does_not() -> None:
+    # 1.4 s of a phrase repeated under white noise 8 dB *louder* than it: the pair evidence
+    # falls below verify_min_evidence, but the pair stays aligned (pauses line up, no loud frame
+    # mismatches); a look-alike with two words changed, same voice, is rejected either way.
+    phrase = _speak("silver morning market station")[: int(1.4 * SR)]
+    rms = float(np.sqrt(np.mean(phrase**2)))
+    plain = MatcherConfig.for_features("logmel", verify_aligned_evidence=None)
+
+    def judged(second: npt.NDArray[np.float32]) -> tuple[float, bool, bool]:
+        ring, ts, lags = _pair(phrase, second)
+        evidence = pair_evidence(ring, ts, lags, OFFSETS, CONFIG.verify_coefficients, CONFIG.verify_margin_db)
+        mismatch = loud_mismatch(ring, ts, lags, CONFIG.verify_margin_db, CONFIG.verify_loud_db)
+        activity = float((ring.take(ts)[1] & ring.take(ts - lags)[1]).mean())
+        return evidence, pair_accepted(plain, evidence, mismatch, activity), pair_accepted(CONFIG, evidence, mismatch, activity)
+
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        noisy = (phrase + rng.standard_normal(phrase.size).astype(np.float32) * rms * 10 ** (8 / 20)).astype(np.float32)
+        evidence, by_plain, by_aligned = judged(noisy)
+        assert evidence < 0.6 and not by_plain and by_aligned, (seed, evidence)
+    evidence, by_plain, by_aligned = judged(_speak("paper morning rocket station")[: phrase.size])
+    assert not by_plain and not by_aligned, evidence
 
 
 def test_aligned_pair_settings_are_validated() -> None:
-    assert MatcherConfig.for_features("wav2vec2").min_aligned_pattern_s is None
+    assert MatcherConfig.for_features("wav2vec2").verify_aligned_evidence is None
     with pytest.raises(ValueError, match="verify_aligned_activity"):
         MatcherConfig(verify_aligned_activity=1.5)
-    with pytest.raises(ValueError, match="min_aligned_pattern_s"):
-        MatcherConfig(min_aligned_pattern_s=1.5, min_pattern_s=1.2)
