@@ -467,19 +467,18 @@ class PatternMatcher:
         s, e = track.start, track.last_hit
         if any(min(e, b) - max(s, a) + 1 > 0.5 * (e - s + 1) for a, b, _ in self._emitted):
             return []
-        lag, refractory = track.lag_at_start(), c.frames(c.refractory_s)
-        if any(a < s <= b + refractory and abs(lag - lag_b) <= self._lag_tol for a, b, lag_b in self._emitted):
+        lag_start, lag_end, refractory = track.lag_at_start(), track.lag_at_end(), c.frames(c.refractory_s)
+        if any(a < s <= b + refractory and abs(lag_start - lag_b) <= self._lag_tol for a, b, lag_b in self._emitted):
             self.stats.rejected_refractory += 1
             return []
-        earlier = (s - track.lag_at_start(), e - track.lag_at_end())
-        pattern = self._pattern_for(earlier)
-        if s < pattern.last_event_end + c.frames(c.refractory_s):
+        pattern = self._pattern_for((s - lag_start, e - lag_end))
+        if s < pattern.last_event_end + refractory:
             self.stats.rejected_refractory += 1
             return []
         pattern.last_event_end = e
         pattern.count += 1
         self._register(s, e, pattern.pattern_id)
-        self._emitted.append((s, e, track.lag_at_end()))
+        self._emitted.append((s, e, lag_end))
         self.stats.matches += 1
         return [MatchEvent(
             stream=self.stream,
