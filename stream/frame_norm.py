@@ -117,6 +117,12 @@ class FrameNormalizer:
             self.dim *= 2  # [slow view | fast view], each half weighted 1/sqrt(2)
         self._band_floor = band_floor
 
+    @property
+    def has_fast_view(self) -> bool:
+        """Whether frames are ``[slow view | fast view]`` (halves of ``dim``); the fast half
+        is zero until the fast mean has settled."""
+        return self._fast is not None
+
     def _remove_fast_mean(self, x: npt.NDArray[np.float32], active: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
         # Frame by frame (not per block like the slow statistics): the result must not
         # depend on block sizes at a 0.5 s time constant. ~50 small vector ops per second.

@@ -72,6 +72,7 @@ class PatternMatcher:
         self.stats = MatcherStats()
         self._input_dim = input_dim
         self._norm: FrameNormalizer | None = None
+        self._two_views = False  # segment embeddings per view (SegmentIndex)
         self._ring: FrameRing | None = None
         self._raw: FrameRing | None = None  # raw frames for the second-stage verification
         self._index: SegmentIndex | None = None
@@ -112,11 +113,14 @@ class PatternMatcher:
         c = self.config
         self._input_dim = input_dim
         self._norm = c.frame_normalizer(input_dim)
+        self._two_views = self._norm.has_fast_view
         self._ring = FrameRing(c.frames(c.buffer_s), self._norm.dim)
         if c.verify_min_evidence is not None:
             self._raw = FrameRing(self._ring.capacity, input_dim)
         hop = c.frames(c.segment_hop_s)
-        self._index = SegmentIndex(-(-self._ring.capacity // hop), self._norm.dim * c.segment_parts)
+        self._index = SegmentIndex(
+            -(-self._ring.capacity // hop), self._norm.dim * c.segment_parts, self._two_views, c.segment_slow_weight
+        )
 
     @property
     def frame_dim(self) -> int | None:
@@ -232,15 +236,29 @@ class PatternMatcher:
         self.__init__(self.config, self.stream, self._input_dim)  # type: ignore[misc]
 
     # ------------------------------------------------------------------ search
-    def _segment_embedding(self, start: int) -> tuple[npt.NDArray[np.float32], float]:
+    def _segment_embedding(self, start: int) -> tuple[npt.NDArray[np.float32], float, bool]:
+        """Embedding of the segment starting at ``start``: means of ``segment_parts``
+        sub-blocks of its active unit frames, L2-normalised — per view with two views
+        (``[slow parts | fast parts]``, each half normalised; ``SegmentIndex``).
+
+        Returns:
+            ``(embedding, active fraction, whether the fast view had settled on all its
+            active frames)``.
+        """
         assert self._ring is not None
         c = self.config
         x, ok = self._ring.span(start, start + c.frames(c.segment_s))
         parts = np.array_split(np.arange(x.shape[0]), c.segment_parts)
-        pooled = [x[p][ok[p]].sum(axis=0) if ok[p].any() else np.zeros(x.shape[1], np.float32) for p in parts]
-        emb = np.concatenate(pooled)
-        norm = float(np.linalg.norm(emb))
-        return (emb / norm if norm > 1e-6 else emb).astype(np.float32), float(ok.mean())
+        pooled = np.stack([x[p][ok[p]].sum(axis=0) if ok[p].any() else np.zeros(x.shape[1], np.float32) for p in parts])
+        if not self._two_views:
+            return _unit(pooled.ravel()), float(ok.mean()), False
+        # Noise that starts with a repeat shifts every noisy frame's slow view one way, so
+        # noisy segments resemble each other more than the repeat's earlier occurrence; the
+        # fast view has already forgotten it (docs/matcher.md, item 10).
+        half = x.shape[1] // 2
+        settled = bool(ok.any()) and bool(np.all(np.any(x[ok, half:] != 0, axis=1)))
+        emb = np.concatenate([_unit(pooled[:, :half].ravel()), _unit(pooled[:, half:].ravel())])
+        return emb, float(ok.mean()), settled
 
     def _on_segment(self) -> None:
         assert self._ring is not None and self._index is not None
@@ -250,12 +268,12 @@ class PatternMatcher:
         if q0 < self._ring.start:
             return
         self._sample_background()
-        emb, active_fraction = self._segment_embedding(q0)
+        emb, active_fraction, settled = self._segment_embedding(q0)
         if active_fraction < c.min_active_fraction:
             self._last_best = None
             return
         max_start = q0 - max(seg, c.frames(c.min_lag_s))
-        starts, sims = self._index.search(emb, self._ring.start, max_start, c.candidates)
+        starts, sims = self._index.search(emb, self._ring.start, max_start, c.candidates, settled)
         self._last_best = float(sims[0]) if sims.size else None
         self.stats.segments += 1
         self._query_lags.append((q0, q0 - starts))
@@ -263,7 +281,7 @@ class PatternMatcher:
             if sim < c.candidate_threshold:
                 break
             self._try_candidate(q0, q0 - int(cand))
-        self._index.add(q0, emb)
+        self._index.add(q0, emb, settled)
 
     def _sample_background(self, pairs: int = 32) -> None:
         """Update the running mean/variance of similarity between unrelated frames."""
@@ -544,3 +562,8 @@ class PatternMatcher:
         self.stats.novelties += 1
         return [NoveltyEvent(stream=self.stream, start_s=self._seconds(start), end_s=self._end_seconds(end),
                              score=round(score, 4), detected_at_s=self._end_seconds(self._ring.end - 1))]
+
+
+def _unit(v: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    norm = float(np.linalg.norm(v))
+    return (v / norm if norm > 1e-6 else v).astype(np.float32)

@@ -43,6 +43,10 @@ class MatcherConfig:
         segment_s: Length of a search segment.
         segment_hop_s: Spacing of search segments (also the search rate).
         segment_parts: Sub-blocks pooled per segment embedding (coarse temporal order).
+        segment_slow_weight: With a fast view (``fast_mean_time_constant_s``): share of the
+            slow view in the similarity of two segments once the fast view has settled on
+            both (0.5: like frames; 0 for log-mel: the candidate search compares how the sound
+            moves, not the noise that appeared with it; ``docs/matcher.md`` item 10).
         candidates: Earlier segments examined per search.
         candidate_threshold: Minimum segment cosine for a candidate.
         start_z: Minimum evidence (z, see ``docs/matcher.md``) of a candidate's one-segment
@@ -120,6 +124,7 @@ class MatcherConfig:
     segment_s: float = 1.0
     segment_hop_s: float = 0.2
     segment_parts: int = 2
+    segment_slow_weight: float = 0.5
     candidates: int = 8
     candidate_threshold: float = 0.2
     start_z: float = 3.0
@@ -191,7 +196,7 @@ class MatcherConfig:
             raise ValueError(f"background_offsets_s={self.background_offsets_s!r}; expected 1+ offsets in (0, 5] s")
         if self.cepstral_coefficients < 0 or self.score_scale_z <= 0 or self.smooth_s <= 0:
             raise ValueError("cepstral_coefficients must be >= 0, score_scale_z and smooth_s > 0")
-        for name in ("match_threshold", "candidate_threshold", "min_active_fraction", "hit_fraction"):
+        for name in ("match_threshold", "candidate_threshold", "min_active_fraction", "hit_fraction", "segment_slow_weight"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r}; expected a value in [0, 1]")
@@ -224,7 +229,7 @@ class MatcherConfig:
         kinds: dict[str, dict[str, object]] = {
             "logmel": {
                 "cepstral_coefficients": 40, "fast_mean_time_constant_s": 0.5, "band_floor_window_s": 1.0,
-                "segment_parts": 4, "detection_z": 5.0, "verify_min_evidence": 0.6,
+                "segment_parts": 4, "segment_slow_weight": 0.0, "detection_z": 5.0, "verify_min_evidence": 0.6,
                 "verify_max_mismatch": 0.1, "verify_aligned_evidence": 0.45,
             },
             "wav2vec2": {},

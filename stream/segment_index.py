@@ -7,6 +7,13 @@ stream buffer reaches (an hour at 0.2 s hops is 18,000 vectors of ≤ 256 dims, 
 query) a flat scan is exact, cheaper than maintaining a graph index under constant
 eviction, and its memory is fixed at construction. ``docs/matcher.md`` has the measured
 cost by buffer length.
+
+With two views (log-mel: ``[slow view | fast view]`` frames, ``FrameNormalizer``) each
+embedding is ``[slow half | fast half]``, each half L2-normalised, plus a flag saying whether
+the fast view had settled over the whole segment. Two settled segments compare by
+``slow_weight · cos(slow) + (1 − slow_weight) · cos(fast)``; a segment from before the fast
+view settled (a stream's first seconds) compares by the slow view alone, so a pattern the
+stream began with is still found.
 """
 
 from __future__ import annotations
@@ -22,15 +29,24 @@ class SegmentIndex:
 
     Args:
         capacity: Maximum segments held (the oldest are overwritten).
-        dim: Embedding dimension.
+        dim: Embedding dimension (both halves with ``two_views``).
+        two_views: Embeddings are ``[slow half | fast half]`` (see the module docs).
+        slow_weight: Share of the slow half's cosine between two settled segments (0 … 1).
     """
 
-    def __init__(self, capacity: int, dim: int) -> None:
+    def __init__(self, capacity: int, dim: int, two_views: bool = False, slow_weight: float = 1.0) -> None:
         if capacity < 1 or dim < 1:
             raise ValueError(f"capacity={capacity}, dim={dim}; expected >= 1")
+        if two_views and dim % 2:
+            raise ValueError(f"dim={dim}; two views need an even dimension")
+        if not 0.0 <= slow_weight <= 1.0:
+            raise ValueError(f"slow_weight={slow_weight}; expected 0 .. 1")
         self.capacity = capacity
         self.dim = dim
+        self.two_views = two_views
+        self.slow_weight = slow_weight
         self._vectors = np.zeros((capacity, dim), dtype=np.float32)
+        self._settled = np.zeros(capacity, dtype=bool)
         self._starts = np.full(capacity, -1, dtype=np.int64)
         self._next = 0
         self.size = 0
@@ -38,26 +54,43 @@ class SegmentIndex:
     @property
     def nbytes(self) -> int:
         """Bytes held by the index arrays."""
-        return int(self._vectors.nbytes + self._starts.nbytes)
+        return int(self._vectors.nbytes + self._settled.nbytes + self._starts.nbytes)
 
-    def add(self, start_frame: int, vector: npt.NDArray[np.float32]) -> None:
-        """Insert one segment (its start frame must not precede the previous one's)."""
+    def add(self, start_frame: int, vector: npt.NDArray[np.float32], settled: bool = False) -> None:
+        """Insert one segment (its start frame must not precede the previous one's);
+        ``settled``: its fast half is valid (two views only)."""
         self._vectors[self._next] = vector
+        self._settled[self._next] = settled and self.two_views
         self._starts[self._next] = start_frame
         self._next = (self._next + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
+    def _similarities(self, query: npt.NDArray[np.float32], settled: bool) -> npt.NDArray[np.float32]:
+        vectors = self._vectors[: self.size]
+        if not self.two_views:
+            sims: npt.NDArray[np.float32] = vectors @ query
+            return sims
+        half = self.dim // 2
+        slow = vectors[:, :half] @ query[:half]
+        if not settled:
+            return slow
+        fast = vectors[:, half:] @ query[half:]
+        w = np.float32(self.slow_weight)
+        both: npt.NDArray[np.float32] = np.where(self._settled[: self.size], w * slow + (1 - w) * fast, slow)
+        return both
+
     def search(
-        self, query: npt.NDArray[np.float32], min_start: int, max_start: int, k: int
+        self, query: npt.NDArray[np.float32], min_start: int, max_start: int, k: int, settled: bool = False
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """Top-``k`` segments by cosine among those starting in ``[min_start, max_start]``.
+        """Top-``k`` segments by cosine among those starting in ``[min_start, max_start]``
+        (``settled``: the query's fast half is valid; two views only).
 
         Returns:
             ``(start_frames, similarities)``, best first (possibly fewer than ``k``).
         """
         if self.size == 0 or max_start < min_start:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        sims = self._vectors[: self.size] @ query
+        sims = self._similarities(query, settled)
         starts = self._starts[: self.size]
         sims = np.where((starts >= min_start) & (starts <= max_start), sims, -np.inf)
         k = min(k, self.size)

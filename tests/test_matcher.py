@@ -153,7 +153,11 @@ def _speak(text: str) -> npt.NDArray[np.float32]:
 _PHRASE = "silver morning market station window garden"
 
 
-def _noisy_repeat_found(phrase: npt.NDArray[np.float32], snr_db: float, noise_seed: int) -> bool:
+def _noisy_repeat_found(phrase: npt.NDArray[np.float32], snr_db: float, noise_seed: int, exact: bool) -> bool:
+    """Whether the repeat at 13 s of the phrase first heard at 4 s is found under white noise:
+    by the evaluation's criterion (the detection and the repeat overlap by half of the shorter
+    one), or with ``exact`` times (start within 0.15 s, half the phrase covered). Any
+    detection must be at the repeat's lag and inside the noisy stretch."""
     audio = _filler(20.0, 10) * 0.5
     _place(audio, phrase, 4.0)
     _place(audio, phrase, 13.0)
@@ -165,18 +169,24 @@ def _noisy_repeat_found(phrase: npt.NDArray[np.float32], snr_db: float, noise_se
     assert len(events) <= 1, events
     if not events:
         return False
-    e = events[0]
-    assert abs(e.start_s - 13.0) <= 0.15 and abs(e.first_start_s - 4.0) <= 0.15, e
-    return min(e.end_s, 13.0 + phrase.size / SR) - e.start_s >= 0.5 * phrase.size / SR
+    e, end = events[0], 13.0 + phrase.size / SR
+    assert abs((e.start_s - e.first_start_s) - 9.0) <= 0.1, e  # the repeat's lag, not a look-alike
+    assert 12.7 <= e.start_s and e.end_s <= end + 0.3, e
+    overlap = min(e.end_s, end) - max(e.start_s, 13.0)
+    if exact:
+        assert abs(e.start_s - 13.0) <= 0.15 and abs(e.first_start_s - 4.0) <= 0.15, e
+        return overlap >= 0.5 * (end - 13.0)
+    return overlap >= 0.5 * min(e.end_s - e.start_s, end - 13.0)
 
 
-@pytest.mark.parametrize(("snr_db", "min_found"), [(10.0, 4), (5.0, 2)])
-def test_spoken_phrase_repeated_in_noise_is_found(snr_db: float, min_found: int) -> None:
-    # Four noise draws each. At 5 dB the log-mel path finds about two thirds of spoken repeats
-    # on the benchmark (bench/RESULTS.md); here 2 of 4 with the defaults (was 2 of 4 at
-    # detection_z 5.5 as well, with lower scores).
+@pytest.mark.parametrize(("snr_db", "min_found", "exact"), [(10.0, 4, True), (5.0, 3, False)])
+def test_spoken_phrase_repeated_in_noise_is_found(snr_db: float, min_found: int, exact: bool) -> None:
+    # Four noise draws each; at 10 dB with exact times. At 5 dB by the evaluation's criterion
+    # (bench/matcher_scoring.py): the track may break where the noise masks a word and the
+    # longest piece is reported (here one of the three: 14.4-15.6 s of 13.0-15.7 s). The
+    # search on the fast view (docs/matcher.md, item 10) finds 3 of 4; before it, 2.
     phrase = _speak(_PHRASE)
-    found = sum(_noisy_repeat_found(phrase, snr_db, seed) for seed in range(4))
+    found = sum(_noisy_repeat_found(phrase, snr_db, seed, exact) for seed in range(4))
     assert found >= min_found
 
 
