@@ -38,10 +38,11 @@ from ostinato.stream.matcher import FeatureBlock, MatcherConfig, PatternMatcher 
 CACHE = Path.home() / ".cache" / "ostinato" / "matcher_eval"
 # Seeds: reported runs use --seed-base (default TEST_SEED = seeds B; 30000 = seeds C and
 # 40000 = seeds D, first run on 2026-11-26); the log-mel defaults of 2026-11-25/26 were tuned
-# on streams 7001-7006 and controls 7101-7120 (TUNING_SEEDS), which a report must not reuse;
-# baseline thresholds are calibrated on CAL_SEED.
+# on streams 7001-7006 and controls 7101-7120 (TUNING_SEEDS; streams 7007-7012 added in the
+# fifth round to study the remaining 10 dB misses), which a report must not reuse; baseline
+# thresholds are calibrated on CAL_SEED.
 TEST_SEED, CAL_SEED = 20000, 5000
-TUNING_SEEDS = (*range(7001, 7007), *range(7101, 7121))
+TUNING_SEEDS = (*range(7001, 7013), *range(7101, 7121))
 
 
 def emit(record: dict[str, Any], out: Path | None) -> None:

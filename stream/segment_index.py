@@ -45,7 +45,11 @@ class SegmentIndex:
         self.dim = dim
         self.two_views = two_views
         self.slow_weight = slow_weight
-        self._vectors = np.zeros((capacity, dim), dtype=np.float32)
+        # Two views: the halves in separate contiguous arrays, so that a search reads only
+        # the half it needs (settled segments compared by the fast view alone: half the scan).
+        half = dim // 2 if two_views else dim
+        self._vectors = np.zeros((capacity, half), dtype=np.float32)  # the only view, or the slow half
+        self._fast = np.zeros((capacity, dim - half if two_views else 0), dtype=np.float32)
         self._settled = np.zeros(capacity, dtype=bool)
         self._starts = np.full(capacity, -1, dtype=np.int64)
         self._next = 0
@@ -54,30 +58,36 @@ class SegmentIndex:
     @property
     def nbytes(self) -> int:
         """Bytes held by the index arrays."""
-        return int(self._vectors.nbytes + self._settled.nbytes + self._starts.nbytes)
+        return int(self._vectors.nbytes + self._fast.nbytes + self._settled.nbytes + self._starts.nbytes)
 
     def add(self, start_frame: int, vector: npt.NDArray[np.float32], settled: bool = False) -> None:
         """Insert one segment (its start frame must not precede the previous one's);
         ``settled``: its fast half is valid (two views only)."""
-        self._vectors[self._next] = vector
+        half = self._vectors.shape[1]
+        self._vectors[self._next] = vector[:half]
+        self._fast[self._next] = vector[half:]
         self._settled[self._next] = settled and self.two_views
         self._starts[self._next] = start_frame
         self._next = (self._next + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
     def _similarities(self, query: npt.NDArray[np.float32], settled: bool) -> npt.NDArray[np.float32]:
-        vectors = self._vectors[: self.size]
-        if not self.two_views:
-            sims: npt.NDArray[np.float32] = vectors @ query
+        n, half = self.size, self._vectors.shape[1]
+        slow_query = query[:half]
+        if not (self.two_views and settled):
+            sims: npt.NDArray[np.float32] = self._vectors[:n] @ slow_query
             return sims
-        half = self.dim // 2
-        slow = vectors[:, :half] @ query[:half]
-        if not settled:
-            return slow
-        fast = vectors[:, half:] @ query[half:]
+        fast = self._fast[:n] @ query[half:]
+        rows_settled = self._settled[:n]
         w = np.float32(self.slow_weight)
-        both: npt.NDArray[np.float32] = np.where(self._settled[: self.size], w * slow + (1 - w) * fast, slow)
-        return both
+        if w > 0:
+            slow = self._vectors[:n] @ slow_query
+            both: npt.NDArray[np.float32] = np.where(rows_settled, w * slow + (1 - w) * fast, slow)
+            return both
+        early = np.flatnonzero(~rows_settled)  # a stream's first seconds: compared by the slow view
+        if early.size:
+            fast[early] = self._vectors[early] @ slow_query
+        return fast
 
     def search(
         self, query: npt.NDArray[np.float32], min_start: int, max_start: int, k: int, settled: bool = False

@@ -47,8 +47,10 @@ def test_two_views_compare_settled_segments_by_the_weighted_views_and_early_ones
     starts, sims = index.search(_two([1, 0], None), 0, 100, 3, settled=False)
     assert dict(zip(starts.tolist(), sims.tolist(), strict=True)) == pytest.approx({0: 1.0, 10: 1.0, 20: 0.0})
     halfway = SegmentIndex(capacity=8, dim=4, two_views=True, slow_weight=0.5)
+    halfway.add(0, _two([0.6, 0.8], None))
     halfway.add(20, _two([0, 1], [1, 0]), settled=True)
-    assert halfway.search(query, 0, 100, 1, settled=True)[1][0] == pytest.approx(0.5)
+    starts, sims = halfway.search(query, 0, 100, 2, settled=True)
+    assert dict(zip(starts.tolist(), sims.tolist(), strict=True)) == pytest.approx({0: 0.6, 20: 0.5})
 
 
 def test_invalid_arguments_are_refused() -> None:
