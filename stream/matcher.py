@@ -35,7 +35,7 @@ from ostinato.stream.frame_ring import FrameRing
 from ostinato.stream.matcher_config import FeatureBlock, MatcherConfig, MatcherStats
 from ostinato.stream.matcher_runs import NoveltyRun, PeriodicRegions, within_loop
 from ostinato.stream.segment_index import SegmentIndex
-from ostinato.stream.verify import loud_mismatch, pair_accepted, pair_evidence
+from ostinato.stream.verify import floor_difference, loud_mismatch, pair_accepted, pair_evidence, short_pair_accepted
 
 __all__ = ["FeatureBlock", "MatcherConfig", "MatcherInputError", "MatcherStats", "PatternMatcher"]
 
@@ -406,7 +406,8 @@ class PatternMatcher:
             return []
         self._tracks = [t for t in self._tracks if not (t.ended or force)]
         c = self.config
-        min_frames = c.frames(c.min_pattern_s)
+        shortest = c.min_pattern_s if c.short_noisy_pattern_s is None else c.short_noisy_pattern_s
+        min_frames = c.frames(shortest)
         kept = []
         for track in done:
             track.trim(c.frames(c.max_dip_s))
@@ -462,7 +463,8 @@ class PatternMatcher:
         verification); counts the rejections."""
         c = self.config
         s, e = track.start, track.last_hit
-        if e - s + 1 < c.frames(c.min_pattern_s):
+        short = e - s + 1 < c.frames(c.min_pattern_s)
+        if short and (c.short_noisy_pattern_s is None or e - s + 1 < c.frames(c.short_noisy_pattern_s)):
             self.stats.rejected_short += 1
             return False
         if score < c.match_threshold:
@@ -471,8 +473,11 @@ class PatternMatcher:
         if track.periodic or self._periodic.covers(s, e, track.lag_at_start()):
             self.stats.rejected_periodic += 1
             return False
-        if not self._verified(track):
-            self.stats.rejected_verify += 1
+        if not (self._short_verified(track) if short else self._verified(track)):
+            if short:
+                self.stats.rejected_short += 1
+            else:
+                self.stats.rejected_verify += 1
             return False
         return True
 
@@ -521,6 +526,21 @@ class PatternMatcher:
             return False  # also nan (too few frames held): not verified; skips the mismatch test
         mismatch = loud_mismatch(self._raw, ts, lags, c.verify_margin_db, c.verify_loud_db)
         return pair_accepted(c, evidence, mismatch, ts.size / max(track.length_frames, 1))
+
+    def _short_verified(self, track: DiagonalTrack) -> bool:
+        """A track shorter than ``min_pattern_s``: reported only as a pair heard in different
+        noise, aligned, with full evidence (``stream/verify.py``)."""
+        c = self.config
+        if self._raw is None:
+            return False
+        ts, lags, _ = track.path()
+        noise_db = floor_difference(self._raw, ts, lags)
+        activity = ts.size / max(track.length_frames, 1)
+        if noise_db < c.noisy_floor_db or activity < c.verify_aligned_activity:
+            return False  # skips the pair statistics
+        evidence = pair_evidence(self._raw, ts, lags, self._params.background_offsets, c.verify_coefficients, c.verify_margin_db)
+        mismatch = loud_mismatch(self._raw, ts, lags, c.verify_margin_db, c.verify_loud_db)
+        return short_pair_accepted(c, evidence, mismatch, activity, noise_db)
 
     def _pattern_for(self, span: tuple[int, int]) -> _Pattern:
         a, b = span

@@ -82,6 +82,11 @@ class MatcherConfig:
             0.45 for log-mel).
         verify_aligned_activity: Fraction of the span active in both occurrences of such a pair.
         min_pattern_s: Shortest repeat reported.
+        short_noisy_pattern_s: ... except a pair heard in different noise (one occurrence at
+            least ``noisy_floor_db`` closer to its noise floor), aligned and with full pair
+            evidence, which is reported down to this length (None: off; 0.9 s for log-mel, needs
+            the verification; ``docs/matcher.md`` item 11).
+        noisy_floor_db: That difference (``verify.floor_difference``, dB).
         max_pattern_s: Longest stretch followed before a track is cut.
         min_lag_s: Minimum distance between an occurrence and the one it repeats.
         tempo_tolerance: Relative tempo difference tolerated (0.05 = ±5 %).
@@ -143,6 +148,8 @@ class MatcherConfig:
     verify_aligned_evidence: float | None = None
     verify_aligned_activity: float = 0.9
     min_pattern_s: float = 1.2
+    short_noisy_pattern_s: float | None = None
+    noisy_floor_db: float = 6.0
     max_pattern_s: float = 60.0
     min_lag_s: float = 1.0
     tempo_tolerance: float = 0.05
@@ -212,6 +219,11 @@ class MatcherConfig:
             raise ValueError(f"verify_max_mismatch={self.verify_max_mismatch}; expected None or 0 .. 1")
         if not 0.0 <= self.verify_aligned_activity <= 1.0:
             raise ValueError(f"verify_aligned_activity={self.verify_aligned_activity}; expected 0 .. 1")
+        if self.short_noisy_pattern_s is not None and (
+            not 0 < self.short_noisy_pattern_s <= self.min_pattern_s or self.verify_min_evidence is None
+        ):
+            raise ValueError(f"short_noisy_pattern_s={self.short_noisy_pattern_s}; expected None or (0, "
+                             f"min_pattern_s={self.min_pattern_s}], with verify_min_evidence set")
         if self.verify_loud_db < 0:
             raise ValueError(f"verify_loud_db={self.verify_loud_db}; expected >= 0")
         if self.novelty_threshold is not None and not -1.0 <= self.novelty_threshold <= 1.0:
@@ -230,7 +242,7 @@ class MatcherConfig:
             "logmel": {
                 "cepstral_coefficients": 40, "fast_mean_time_constant_s": 0.5, "band_floor_window_s": 1.0,
                 "segment_parts": 4, "segment_slow_weight": 0.0, "detection_z": 5.0, "verify_min_evidence": 0.6,
-                "verify_max_mismatch": 0.1, "verify_aligned_evidence": 0.45,
+                "verify_max_mismatch": 0.1, "verify_aligned_evidence": 0.45, "short_noisy_pattern_s": 0.9,
             },
             "wav2vec2": {},
         }

@@ -26,6 +26,13 @@ frame only where one occurrence is near its floor; a hard negative (the same voi
 phrase with every other word changed) mismatches at its changed consonants while both
 occurrences are loud.
 
+:func:`floor_difference` is how much closer one occurrence sits to its own noise floor than the
+other (dB; a gain change does not count): a pair heard in different noise. Only such a pair
+may be reported shorter than ``min_pattern_s`` (:func:`short_pair_accepted`,
+``MatcherConfig.short_noisy_pattern_s``): noise breaks a repeat's track into pieces where it
+buries a word, while a hard negative heard in the same conditions leaves pieces of the same
+length, and those stay unreported.
+
 :func:`pair_accepted` is the decision on both numbers (``MatcherConfig``): evidence ≥
 ``verify_min_evidence`` and mismatch ≤ ``verify_max_mismatch``; or, for an *aligned* pair —
 at least ``verify_aligned_activity`` of the span's frames active in both occurrences (their
@@ -42,7 +49,7 @@ import numpy.typing as npt
 from ostinato.stream.frame_ring import FrameRing
 from ostinato.stream.matcher_config import MatcherConfig
 
-__all__ = ["loud_mismatch", "pair_accepted", "pair_evidence"]
+__all__ = ["floor_difference", "loud_mismatch", "pair_accepted", "pair_evidence", "short_pair_accepted"]
 
 _FRAMES_PER_UNIT = 50.0
 _MISMATCH_COEFFICIENTS = 20  # cepstral coefficients 1-19 (the spectral envelope) for the mismatch test
@@ -147,6 +154,36 @@ def loud_mismatch(
     loud = level[inner] > loud_db
     bad = loud & (best[inner] < _MISMATCH_COSINE)
     return float(bad.sum() / max(int(loud.sum()), 1))
+
+
+def floor_difference(raw: FrameRing, ts: npt.NDArray[np.int64], lags: npt.NDArray[np.int64]) -> float:
+    """How much closer one occurrence sits to its noise floor than the other (dB, absolute):
+    per occurrence, its mean level minus its per-band minima (averaged over bands), over frames
+    ``ts`` and ``ts - lags`` held and active in both; 0 when fewer than 8 such frames. A gain
+    change moves level and floor together and does not count."""
+    x, ok_x = raw.take(ts)
+    y, ok_y = raw.take(ts - lags)
+    ok = ok_x & ok_y
+    if ok.sum() < 8:
+        return 0.0
+    x, y = x[ok].astype(np.float32), y[ok].astype(np.float32)
+    return abs(float((x.mean() - x.min(axis=0).mean()) - (y.mean() - y.min(axis=0).mean())))
+
+
+def short_pair_accepted(config: MatcherConfig, evidence: float, mismatch: float, activity: float, noise_db: float) -> bool:
+    """The decision for a pair shorter than ``min_pattern_s`` (module docstring): heard in
+    different noise (``noise_db`` = :func:`floor_difference` ≥ ``noisy_floor_db``), aligned
+    (activity ≥ ``verify_aligned_activity``, loud mismatches ≤ 2 %) and with the full evidence
+    ``verify_min_evidence``."""
+    c = config
+    if c.short_noisy_pattern_s is None or c.verify_min_evidence is None:
+        return False
+    return bool(
+        noise_db >= c.noisy_floor_db
+        and activity >= c.verify_aligned_activity
+        and mismatch <= _ALIGNED_MISMATCH
+        and evidence >= c.verify_min_evidence
+    )
 
 
 def pair_accepted(config: MatcherConfig, evidence: float, mismatch: float, activity: float) -> bool:

@@ -12,7 +12,7 @@ from test_matcher import _speak
 from ostinato.runtime.logmel import LogMel
 from ostinato.stream.frame_ring import FrameRing
 from ostinato.stream.matcher_config import MatcherConfig
-from ostinato.stream.verify import loud_mismatch, pair_accepted, pair_evidence
+from ostinato.stream.verify import floor_difference, loud_mismatch, pair_accepted, pair_evidence, short_pair_accepted
 
 SR = 16000
 CONFIG = MatcherConfig.for_features("logmel")
@@ -140,3 +140,33 @@ def test_aligned_pair_settings_are_validated() -> None:
     assert MatcherConfig.for_features("wav2vec2").verify_aligned_evidence is None
     with pytest.raises(ValueError, match="verify_aligned_activity"):
         MatcherConfig(verify_aligned_activity=1.5)
+
+
+def test_floor_difference_tells_a_repeat_in_new_noise_from_one_at_another_gain_or_a_look_alike() -> None:
+    # Only a pair heard in different noise may be reported shorter than min_pattern_s
+    # (short_noisy_pattern_s): noise breaks a repeat into pieces where it buries a word; a
+    # hard negative heard in the same conditions leaves pieces just as short.
+    phrase = _speak("silver morning market station window garden")
+    rng = np.random.default_rng(3)
+    rms = float(np.sqrt(np.mean(phrase**2)))
+    noisy = (phrase + rng.standard_normal(phrase.size).astype(np.float32) * rms * 10 ** (-10 / 20)).astype(np.float32)
+    quieter = (phrase * 10 ** (-12 / 20)).astype(np.float32)
+    hard_negative = _speak("paper morning rocket station candle garden")
+    assert floor_difference(*_pair(phrase, noisy)) >= 2 * CONFIG.noisy_floor_db
+    assert floor_difference(*_pair(phrase, quieter)) < 0.25 * CONFIG.noisy_floor_db  # gain is not noise
+    assert floor_difference(*_pair(phrase, hard_negative)) < 0.5 * CONFIG.noisy_floor_db
+
+
+def test_short_pair_decision_needs_different_noise_alignment_and_full_evidence() -> None:
+    c = CONFIG
+    assert c.verify_min_evidence is not None and c.short_noisy_pattern_s is not None
+    ok = {"evidence": c.verify_min_evidence, "mismatch": 0.0, "activity": 1.0, "noise_db": c.noisy_floor_db}
+    assert short_pair_accepted(c, **ok)
+    for name, value in (("evidence", 0.59), ("mismatch", 0.03), ("activity", 0.85), ("noise_db", 5.9)):
+        assert not short_pair_accepted(c, **{**ok, name: value}), name
+    assert not short_pair_accepted(MatcherConfig.for_features("logmel", short_noisy_pattern_s=None), **ok)
+    assert MatcherConfig.for_features("wav2vec2").short_noisy_pattern_s is None
+    with pytest.raises(ValueError, match="short_noisy_pattern_s"):
+        MatcherConfig.for_features("logmel", short_noisy_pattern_s=1.5)
+    with pytest.raises(ValueError, match="short_noisy_pattern_s"):
+        MatcherConfig(short_noisy_pattern_s=0.9)  # no verification
