@@ -18,6 +18,7 @@ frames are.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +28,7 @@ from ostinato.stream.frame_ring import FrameRing
 __all__ = ["DiagonalTrack", "TrackParams", "background_similarity", "verify_alignment"]
 
 _LAG_REACH = 3  # lags examined on each side of the current one while following a track
+_SERIALS = itertools.count()  # track identities (id() of a collected track is reused)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -135,6 +137,7 @@ class DiagonalTrack:
         self.last_hit = start
         self.ended = False
         self.periodic = False
+        self.serial = next(_SERIALS)
         self._ts: list[int] = []
         self._lags: list[int] = []
         self._sims: list[float] = []

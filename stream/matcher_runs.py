@@ -28,6 +28,7 @@ __all__ = ["NoveltyRun", "PeriodicRegions", "within_loop"]
 
 
 class _Track(Protocol):
+    serial: int  # unique per track (an id() is reused once a track is collected)
     start: int
     last_hit: int
     lag: int
@@ -55,11 +56,11 @@ class PeriodicRegions:
 
     def mark(self, track: _Track) -> None:
         """``track`` was found periodic: its span (and later growth) becomes a region."""
-        self._regions.append([track.start, track.last_hit, id(track), max(track.lag, 1)])
+        self._regions.append([track.start, track.last_hit, track.serial, max(track.lag, 1)])
 
     def update(self, tracks: Iterable[_Track]) -> None:
         """Extend each region to where its (still live) periodic track has reached."""
-        live = {id(t): t for t in tracks if t.periodic}
+        live = {t.serial: t for t in tracks if t.periodic}
         for region in self._regions:
             track = live.get(region[2])
             if track is not None:
