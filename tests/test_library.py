@@ -210,8 +210,10 @@ def test_kill_9_during_writes_loses_at_most_the_open_batch(tmp_path: Path) -> No
     with PatternLibrary(path) as lib:
         count = lib.count()
         assert committed <= count <= committed + 13  # 2 writes per pattern: batches of 25 writes
-        assert lib.get(f"p{count - 1}").occurrence_count == 1  # committed batches are whole
-        assert len(lib.occurrences(f"p{count - 1}")) == 1
+        # Committed batches are whole; a batch may end between the newest pattern and its first
+        # occurrence (2 writes per pattern, batches of 25: a kill after an odd boundary).
+        assert all(lib.get(f"p{i}").occurrence_count == 1 for i in range(count - 1))
+        assert len(lib.occurrences(f"p{count - 1}")) == lib.get(f"p{count - 1}").occurrence_count in (0, 1)
         lib.add_pattern(np.ones(16), "f/d8", 1.0)  # writable again
 
 
