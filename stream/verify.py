@@ -161,12 +161,10 @@ def floor_difference(raw: FrameRing, ts: npt.NDArray[np.int64], lags: npt.NDArra
     per occurrence, its mean level minus its per-band minima (averaged over bands), over frames
     ``ts`` and ``ts - lags`` held and active in both; 0 when fewer than 8 such frames. A gain
     change moves level and floor together and does not count."""
-    x, ok_x = raw.take(ts)
-    y, ok_y = raw.take(ts - lags)
-    ok = ok_x & ok_y
-    if ok.sum() < 8:
+    pair = _held_pair(raw, ts, lags, 0.0)
+    if pair is None:
         return 0.0
-    x, y = x[ok].astype(np.float32), y[ok].astype(np.float32)
+    x, y = pair[0].astype(np.float32), pair[1].astype(np.float32)
     return abs(float((x.mean() - x.min(axis=0).mean()) - (y.mean() - y.min(axis=0).mean())))
 
 
