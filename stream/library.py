@@ -5,12 +5,14 @@ One process writes (the live matcher); any number read (the server, the CLI), ea
 own :class:`PatternLibrary`. Writes are grouped into batches committed every
 ``batch_size`` operations or ``batch_interval_s`` seconds (and on :meth:`commit` /
 :meth:`close`): a ``kill -9`` loses at most the uncommitted batch, and the database reopens
-cleanly (WAL). The vector index is a cache rebuilt from SQLite when its saved copy is stale.
+cleanly (WAL). A batch never ends inside an operation group (:meth:`group`; every
+:meth:`file_match` is one): a new pattern and its occurrences are committed together or not at all. The vector index is a cache rebuilt from SQLite when its saved copy is stale.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import dataclasses
 import json
 import logging
@@ -18,7 +20,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,7 @@ class PatternLibrary(Closing):
         self._lock = threading.RLock()
         self._pending = 0
         self._batch_started = 0.0
+        self._group_depth = 0
         self._cache = Lru(self.config.cache_size)
         self._sim_cache = Lru(self.config.similarity_cache_size)
         self._index: FlatIndex | HnswIndex | None = None
@@ -161,8 +164,29 @@ class PatternLibrary(Closing):
             )
             if in_sync:  # this writer applied the change to its own index: no rebuild needed
                 self._index_generation = self._generation()
+        self._maybe_commit()
+
+    def _maybe_commit(self) -> None:
+        if self._group_depth:
+            return  # never inside an operation group: the group ends the batch if it is due
         if self._pending >= self.config.batch_size or time.monotonic() - self._batch_started >= self.config.batch_interval_s:
             self.commit()
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[None]:
+        """Keep the writes made inside the block in one batch: no batch boundary falls inside
+        it, so after a crash either all of them are in the file or none is. Groups nest; the
+        batch is committed (if due) when the outermost one ends. The writer's lock is held for
+        the block. A write that raises inside the block undoes only itself; the others stay in
+        the open batch (:meth:`commit` or the next due batch writes them)."""
+        with self._lock:
+            self._group_depth += 1
+            try:
+                yield
+            finally:
+                self._group_depth -= 1
+                if not self._group_depth and self._pending and not self._closed:
+                    self._maybe_commit()
 
     def commit(self) -> None:
         """Commit the current batch (no-op when nothing is pending)."""
@@ -299,9 +323,10 @@ class PatternLibrary(Closing):
         """File a live match: reuse ``pattern_id`` if given and known, else the nearest
         pattern at or above ``same_threshold``, else a new pattern (``variant-of`` the
         nearest one at or above ``variant_threshold``); then record ``occurrences``
-        (``(start_s, end_s, score)`` in ``stream``). Returns the pattern id."""
+        (``(start_s, end_s, score)`` in ``stream``). One operation group (:meth:`group`): the
+        pattern and its occurrences land in the same batch. Returns the pattern id."""
         vec = unit(embedding)
-        with self._lock:
+        with self.group():
             if pattern_id is not None and self._find_key(pattern_id) is not None:
                 pid = pattern_id
             else:

@@ -96,24 +96,25 @@ def import_patterns(lib: PatternLibrary, path: Path) -> int:
         raise LibraryError(f"{str(path)!r} is not a pattern library export: {e}") from e
     if header.get("format") != EXPORT_FORMAT:
         raise LibraryError(f"{str(path)!r} has format {header.get('format')!r}; expected {EXPORT_FORMAT!r}")
-    ids: dict[str, str] = {}
-    for r in records:
-        vec = np.frombuffer(base64.b64decode(r["embedding"]), dtype=np.float32)
-        new_id = r["id"] if lib._find_key(r["id"]) is None else None
-        pid = lib.add_pattern(vec, r["feature"], r["duration_s"], r.get("name"), r.get("metadata"), r.get("tags", ()), new_id)
-        ids[r["id"]] = pid
-        key = lib._key(pid)
-        for stream, start_s, end_s, score, recorded_at in r.get("occurrences", []):
-            lib._write().execute(
-                "INSERT INTO occurrences(pattern_key, stream, start_s, end_s, score, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (key, stream, start_s, end_s, score, recorded_at),
-            )
-    for r in records:
-        for rel in r.get("relationships", []):
-            if rel["src"] in ids and rel["dst"] in ids:
+    with lib.group():  # one batch: a crash leaves none of the file or all of it
+        ids: dict[str, str] = {}
+        for r in records:
+            vec = np.frombuffer(base64.b64decode(r["embedding"]), dtype=np.float32)
+            new_id = r["id"] if lib._find_key(r["id"]) is None else None
+            pid = lib.add_pattern(vec, r["feature"], r["duration_s"], r.get("name"), r.get("metadata"), r.get("tags", ()), new_id)
+            ids[r["id"]] = pid
+            key = lib._key(pid)
+            for stream, start_s, end_s, score, recorded_at in r.get("occurrences", []):
                 lib._write().execute(
-                    "INSERT OR REPLACE INTO relationships(src_key, dst_key, kind, count, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?)",
-                    (lib._key(ids[rel["src"]]), lib._key(ids[rel["dst"]]), rel["kind"], rel["count"], rel["first_seen"], rel["last_seen"]),
+                    "INSERT INTO occurrences(pattern_key, stream, start_s, end_s, score, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (key, stream, start_s, end_s, score, recorded_at),
                 )
+        for r in records:
+            for rel in r.get("relationships", []):
+                if rel["src"] in ids and rel["dst"] in ids:
+                    lib._write().execute(
+                        "INSERT OR REPLACE INTO relationships(src_key, dst_key, kind, count, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?)",
+                        (lib._key(ids[rel["src"]]), lib._key(ids[rel["dst"]]), rel["kind"], rel["count"], rel["first_seen"], rel["last_seen"]),
+                    )
     lib.commit()
     return len(records)
