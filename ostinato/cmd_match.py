@@ -28,6 +28,15 @@ def _stage_config(args: argparse.Namespace) -> Any:
         overrides["min_pattern_s"] = args.min_pattern_s
     if args.novelty is not None:
         overrides["novelty_threshold"] = args.novelty
+    if args.min_evidence is not None:
+        from ostinato.stream.errors import ConfigError
+
+        if args.features != "logmel":
+            raise ConfigError(f"--min-evidence applies to --features logmel, not {args.features!r}",
+                              hint="drop --min-evidence (model features have no second-stage verification)")
+        if not 0.0 < args.min_evidence <= 10.0:
+            raise ConfigError(f"--min-evidence {args.min_evidence}; expected 0 < E <= 10 (default 0.6)")
+        overrides["verify_min_evidence"] = overrides["verify_aligned_evidence"] = args.min_evidence
     matcher = MatcherConfig.for_features(args.features, **overrides)
     return MatcherStageConfig(features=args.features, matcher=matcher, events_path=args.events, library_path=args.library)
 
@@ -42,7 +51,10 @@ def add_match_arguments(p: argparse.ArgumentParser, standalone: bool = False) ->
     g.add_argument("--library", type=Path, default=None, help="file matches in this pattern library (SQLite)")
     g.add_argument("--buffer-s", type=float, default=600.0 if standalone else None,  # run: its --profile decides
                    help="audio history searched per stream (default 600; 120 with --profile edge)")
-    g.add_argument("--min-pattern-s", type=float, default=None, help="shortest repeat reported (default 1.5)")
+    g.add_argument("--min-pattern-s", type=float, default=None, help="shortest repeat reported (default 1.2)")
+    g.add_argument("--min-evidence", type=float, default=None, metavar="E",
+                   help="pair evidence a log-mel repeat needs (default 0.6, 0.45 for aligned pairs; this sets both): "
+                        "0.8 gives fewer false alarms and less recall under noise (docs/matcher.md, Operating points)")
     g.add_argument("--novelty", type=float, default=None, metavar="COSINE", help="also report novel sounds below this similarity")
     g.add_argument("--describe-model", type=Path, default=None, metavar="GAMA_DIR",
                    help="describe each new pattern in words with this GAMA export (docs/gama.md)")

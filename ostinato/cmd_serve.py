@@ -37,6 +37,9 @@ def register(sub: Any) -> None:
                         "cross-origin: CORS headers + preflight (repeatable; '*' allows all; default: same-origin only)")
     p.add_argument("--media-dir", type=Path, default=None, help="audio files the dashboard may stream server-side")
     p.add_argument("--match-buffer-s", type=float, default=None, help="audio history each stream's matcher searches (default 120)")
+    p.add_argument("--match-min-evidence", type=float, default=None, metavar="E",
+                   help="pair evidence a log-mel repeat needs (default 0.6, 0.45 for aligned pairs; this sets both): "
+                        "0.8 gives fewer false alarms and less recall under noise (docs/matcher.md, Operating points)")
     p.add_argument("--idle-timeout-s", type=float, default=60.0, help="end streams silent for this long")
     p.add_argument("--resume-grace-s", type=float, default=30.0, help="how long a dropped stream waits to be resumed")
     p.add_argument("--describe-model", type=Path, default=None, metavar="GAMA_DIR",
@@ -52,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from ostinato.auth import load_token
     from ostinato.limits import ServiceLimits
     from ostinato.models import ModelConfig
-    from ostinato.server import ServerConfig, is_loopback, serve
+    from ostinato.server import is_loopback, serve
+    from ostinato.stream.errors import ConfigError
 
     token = load_token(args.token_file) if args.token_file is not None else None
     if token is None and not is_loopback(args.host):
@@ -66,14 +70,12 @@ def run(args: argparse.Namespace) -> int:
     name = args.model_name or _safe_name(args.model.resolve().name)
     model = ModelConfig.from_json({"name": name, "model_dir": str(args.model), "provider": args.provider,
                                    **_model_settings(profile)})
-    limits = dataclasses.replace(ServiceLimits(), max_streams=args.max_streams, idle_timeout_s=args.idle_timeout_s,
-                                 resume_grace_s=args.resume_grace_s)
-    config = ServerConfig(
-        host=args.host, port=args.port, token=token, library_path=args.library, limits=limits,
-        allowed_origins=frozenset(args.allow_origin), cors_origins=frozenset(args.cors_origin),
-        media_dir=args.media_dir, match_buffer_s=args.match_buffer_s,
-        describe_model=args.describe_model, describe_prompt=args.describe_prompt, describe_ring_s=args.describe_ring_s,
-    )
+    try:
+        limits = dataclasses.replace(ServiceLimits(), max_streams=args.max_streams, idle_timeout_s=args.idle_timeout_s,
+                                     resume_grace_s=args.resume_grace_s)
+        config = _server_config(args, token, limits)
+    except ValueError as e:
+        raise ConfigError(str(e), hint="fix the option; `ostinato serve --help` lists the allowed values") from e
 
     def ready(url: str) -> None:
         auth = "bearer token required" if token else "no auth"
@@ -82,6 +84,17 @@ def run(args: argparse.Namespace) -> int:
     code = serve(config, [model], ready=ready)
     print("ostinato stopped (streams drained" + (", library flushed)" if args.library else ")"), flush=True)
     return code
+
+
+def _server_config(args: argparse.Namespace, token: str | None, limits: Any) -> Any:
+    from ostinato.server import ServerConfig
+
+    return ServerConfig(
+        host=args.host, port=args.port, token=token, library_path=args.library, limits=limits,
+        allowed_origins=frozenset(args.allow_origin), cors_origins=frozenset(args.cors_origin),
+        media_dir=args.media_dir, match_buffer_s=args.match_buffer_s, match_min_evidence=args.match_min_evidence,
+        describe_model=args.describe_model, describe_prompt=args.describe_prompt, describe_ring_s=args.describe_ring_s,
+    )
 
 
 def _model_settings(profile: Profile) -> dict[str, Any]:

@@ -68,6 +68,9 @@ class ServerConfig:
         shutdown_timeout_s: How long shutdown waits for streams to drain.
         max_models: Models configured at once.
         match_buffer_s: Audio history each stream's matcher searches (memory grows with it).
+        match_min_evidence: Pair evidence a log-mel repeat needs (``None``: the default 0.6, 0.45
+            for aligned pairs; this sets both). Higher: fewer false alarms, less recall under
+            noise (docs/matcher.md, *Operating points*). Model-feature streams do not verify.
         describe_model: GAMA export that describes new patterns and answers
             ``POST /v1/patterns/{id}/describe`` (``None``: no descriptions; docs/gama.md).
         describe_prompt: Instruction for the describe model (``None``: GAMA's default).
@@ -86,6 +89,7 @@ class ServerConfig:
     shutdown_timeout_s: float = 10.0
     max_models: int = 4
     match_buffer_s: float = 120.0
+    match_min_evidence: float | None = None
     describe_model: Path | None = None
     describe_prompt: str | None = None
     describe_ring_s: float | None = None
@@ -99,6 +103,8 @@ class ServerConfig:
             raise ValueError(f"max_models={self.max_models}; expected >= 1")
         if not 10.0 <= self.match_buffer_s <= 24 * 3600:
             raise ValueError(f"match_buffer_s={self.match_buffer_s}; expected 10 .. 86400 s")
+        if self.match_min_evidence is not None and not 0.0 < self.match_min_evidence <= 10.0:
+            raise ValueError(f"match_min_evidence={self.match_min_evidence}; expected None or 0 < E <= 10")
 
 
 def is_loopback(host: str) -> bool:

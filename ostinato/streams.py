@@ -286,7 +286,11 @@ class StreamHub:
             features = f"wav2vec2:{layer}" if layer.isdigit() else "wav2vec2"
         session = self._matching.get(features)
         if session is None:
-            config = MatcherConfig.for_features(features, buffer_s=self.service.config.match_buffer_s)
+            service = self.service.config
+            overrides: dict[str, Any] = {"buffer_s": service.match_buffer_s}
+            if features == "logmel" and service.match_min_evidence is not None:
+                overrides["verify_min_evidence"] = overrides["verify_aligned_evidence"] = service.match_min_evidence
+            config = MatcherConfig.for_features(features, **overrides)
             session = MatcherSession(MatcherStageConfig(features=features, matcher=config))
             session.library = self.service.library  # shared; the service flushes and closes it
             if self.service.describer is not None:  # --describe-model: new patterns described (server_describe)

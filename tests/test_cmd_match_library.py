@@ -126,3 +126,19 @@ def test_match_describes_each_new_pattern_from_a_clip_of_the_file(recording: tup
 
     assert main(argv) == 0  # the same library again: its patterns are described already
     assert "described 0, failed 0, already described 2" in capsys.readouterr().err
+
+
+def test_min_evidence_trades_recall_for_fewer_false_alarms(recording: tuple[Path, list[np.ndarray]], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    wav, _ = recording
+    found = {}
+    for evidence in ("0.8", "10"):
+        events = tmp_path / f"events-{evidence}.jsonl"
+        assert main(["match", str(wav), "--events", str(events), "--min-evidence", evidence]) == 0
+        found[evidence] = [round(json.loads(x)["start_s"]) for x in events.read_text().splitlines()]
+    assert found == {"0.8": [18, 26, 34], "10": []}  # clean 2 s jingles pass 0.8; nothing reaches 10
+    capsys.readouterr()
+    assert main(["match", str(wav), "--min-evidence", "0"]) == 2
+    assert "--min-evidence 0.0" in capsys.readouterr().err
+    assert main(["match", str(wav), "--features", "wav2vec2", "--min-evidence", "0.8"]) == 2
+    assert "applies to --features logmel" in capsys.readouterr().err

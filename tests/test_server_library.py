@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiohttp
+import pytest
 from server_harness import melody, planted_repeats, running_server, write_wav
 
 from ostinato.client import ClientConfig, StreamClient
@@ -59,3 +60,22 @@ async def test_no_library_is_a_clear_404(tiny_w2v_dir: Path) -> None:
         async with http.get(server.url + "/v1/patterns") as r:
             err = (await r.json())["error"]
         assert r.status == 404 and err["code"] == "library_unavailable" and "--library" in err["hint"]
+
+
+async def test_match_min_evidence_reaches_each_streams_matcher(tiny_w2v_dir: Path) -> None:
+    audio, _ = planted_repeats()  # the repeats the test above finds with the default evidence
+    async with running_server(tiny_w2v_dir, match_min_evidence=10.0) as server:
+        async with StreamClient(server.ws_url, config=ClientConfig(max_retries=0)) as client:
+            await client.send_audio(audio)
+            await client.end()
+    assert [e for e in client.events() if e["event"] == "match"] == []  # no repeat carries evidence 10
+
+
+def test_serve_refuses_a_bad_option_with_a_hint(tiny_w2v_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ostinato.__main__ import main
+
+    assert main(["serve", "--model", str(tiny_w2v_dir), "--match-min-evidence", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "match_min_evidence=0.0" in err and "hint:" in err
+    assert main(["serve", "--model", str(tiny_w2v_dir), "--match-buffer-s", "5"]) == 2  # was a traceback
+    assert "match_buffer_s=5.0" in capsys.readouterr().err
