@@ -6,7 +6,8 @@ own :class:`PatternLibrary`. Writes are grouped into batches committed every
 ``batch_size`` operations or ``batch_interval_s`` seconds (and on :meth:`commit` /
 :meth:`close`): a ``kill -9`` loses at most the uncommitted batch, and the database reopens
 cleanly (WAL). A batch never ends inside an operation group (:meth:`group`; every
-:meth:`file_match` is one): a new pattern and its occurrences are committed together or not at all. The vector index is a cache rebuilt from SQLite when its saved copy is stale.
+:meth:`file_match` and import is one), and a group that raises is undone whole: a new
+pattern and its occurrences are committed together or not at all. The vector index is a cache rebuilt from SQLite when its saved copy is stale.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class PatternLibrary(Closing):
         self._pending = 0
         self._batch_started = 0.0
         self._group_depth = 0
+        self._commit_asked = False
         self._cache = Lru(self.config.cache_size)
         self._sim_cache = Lru(self.config.similarity_cache_size)
         self._index: FlatIndex | HnswIndex | None = None
@@ -138,6 +140,8 @@ class PatternLibrary(Closing):
         with self._lock:
             if self._closed:
                 return
+            if self._group_depth:
+                raise LibraryError("cannot close the pattern library inside an operation group", hint="close it after the group")
             if not self.readonly:
                 self.commit()
             self._db.close()
@@ -174,26 +178,64 @@ class PatternLibrary(Closing):
 
     @contextlib.contextmanager
     def group(self) -> Iterator[None]:
-        """Keep the writes made inside the block in one batch: no batch boundary falls inside
-        it, so after a crash either all of them are in the file or none is. Groups nest; the
-        batch is committed (if due) when the outermost one ends. The writer's lock is held for
-        the block. A write that raises inside the block undoes only itself; the others stay in
-        the open batch (:meth:`commit` or the next due batch writes them)."""
+        """Make the writes inside the block one operation: no batch boundary falls inside it
+        (after a crash all of them are in the file or none is), and if the block raises, all
+        of its writes are undone (an SQLite savepoint; writes made before it stay pending).
+        Groups nest; the batch is committed, if due, when the outermost one ends; a
+        :meth:`commit` asked for inside a group happens then. The writer's lock is held for
+        the block.
+
+        Raises:
+            LibraryError: The library is read-only or closed.
+        """
         with self._lock:
+            depth, pending = self._group_depth, self._pending
+            self._write().execute(f"SAVEPOINT group_{depth}")
             self._group_depth += 1
             try:
                 yield
+            except BaseException:
+                self._undo_group(depth, pending)
+                raise
+            else:
+                self._db.execute(f"RELEASE group_{depth}")
             finally:
                 self._group_depth -= 1
-                if not self._group_depth and self._pending and not self._closed:
+            if not self._group_depth:
+                if self._commit_asked or not self._pending:
+                    self.commit()  # also ends the empty transaction of a group that wrote nothing
+                else:
                     self._maybe_commit()
 
+    def _undo_group(self, depth: int, pending: int) -> None:
+        try:
+            self._db.execute(f"ROLLBACK TO group_{depth}")
+            self._db.execute(f"RELEASE group_{depth}")
+            self._pending = pending
+        except sqlite3.Error as e:  # SQLite already rolled the whole transaction back (disk full, I/O)
+            logger.warning("pattern library %s: the open batch was rolled back (%s)", self.path, e)
+            self._pending = 0
+        self._forget_memory()
+        if not depth and not self._pending and self._db.in_transaction:
+            self._db.execute("COMMIT")  # nothing left in it: release the write lock
+
+    def _forget_memory(self) -> None:
+        """After a rollback: what this object holds in memory may describe undone writes."""
+        self._index, self._index_generation = None, -1
+        self._cache.clear()
+        self._sim_cache.clear()
+
     def commit(self) -> None:
-        """Commit the current batch (no-op when nothing is pending)."""
+        """Commit the current batch (no-op when nothing is pending; inside a :meth:`group`,
+        when the outermost group ends)."""
         with self._lock:
+            if self._group_depth:
+                self._commit_asked = True
+                return
             if not self._closed and self._db.in_transaction:
                 self._db.execute("COMMIT")
             self._pending = 0
+            self._commit_asked = False
 
     @property
     def pending(self) -> int:
@@ -307,8 +349,8 @@ class PatternLibrary(Closing):
         if kind not in RELATIONSHIP_KINDS:
             raise LibraryError(f"relationship kind {kind!r}; expected one of {RELATIONSHIP_KINDS}")
         with self._lock:
-            self._relate(self._key(src_id), self._key(dst_id), kind, time.time())
             self._write()
+            self._relate(self._key(src_id), self._key(dst_id), kind, time.time())
             self._wrote()
 
     def file_match(

@@ -96,7 +96,7 @@ def import_patterns(lib: PatternLibrary, path: Path) -> int:
         raise LibraryError(f"{str(path)!r} is not a pattern library export: {e}") from e
     if header.get("format") != EXPORT_FORMAT:
         raise LibraryError(f"{str(path)!r} has format {header.get('format')!r}; expected {EXPORT_FORMAT!r}")
-    with lib.group():  # one batch: a crash leaves none of the file or all of it
+    with lib.group():  # one operation: a bad record or a crash leaves none of the file, else all of it
         ids: dict[str, str] = {}
         for r in records:
             vec = np.frombuffer(base64.b64decode(r["embedding"]), dtype=np.float32)

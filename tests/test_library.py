@@ -312,3 +312,50 @@ def test_query_embedding_embeds_in_the_library_space_or_names_the_mismatch(speec
     with pytest.raises(FeatureSpaceMismatch, match="the library holds 'logmel/d39'") as info:
         query_embedding(frames, lm.energy_db, "logmel/d39")
     assert info.value.name == space
+
+
+def test_a_group_that_raises_is_undone_whole(tmp_path: Path) -> None:
+    path = tmp_path / "undo.db"
+    with PatternLibrary(path, LibraryConfig(batch_size=100, batch_interval_s=1e9)) as lib:
+        kept = lib.add_pattern(_vec(0), "f/d8", 1.0)  # pending, before any group
+        assert lib.query_vector(_vec(0), 1)[0][0].id == kept  # the writer's index now holds it
+        with pytest.raises(RuntimeError, match="boom"):
+            with lib.group():
+                lib.add_pattern(_vec(1), "f/d8", 1.0, pattern_id="undone")
+                lib.record_occurrence(kept, "s", 0.0, 1.0, 0.5)
+                with pytest.raises(LibraryError):
+                    with lib.group():  # a nested group that fails is undone alone
+                        lib.tag(kept, "inner")
+                        lib.add_pattern(_vec(2), "f/d8", 1.0, pattern_id="undone")  # duplicate id
+                raise RuntimeError("boom")
+        assert lib.count() == 1 and lib.get(kept).occurrence_count == 0 and lib.get(kept).tags == ()
+        with pytest.raises(PatternNotFoundError):
+            lib.get("undone")
+        assert [p.id for p, _ in lib.query_vector(_vec(1), 5)] == [kept]  # index rebuilt, not stale
+        assert lib.pending == 1
+        with lib.group():  # a group that commits when asked, at its end
+            lib.tag(kept, "kept")
+            lib.commit()
+            with PatternLibrary(path, readonly=True) as reader:
+                assert reader.count() == 0  # nothing committed inside the group
+        assert lib.pending == 0
+    with PatternLibrary(path, readonly=True) as reader:
+        assert reader.count() == 1 and reader.get(kept).tags == ("kept",)
+
+
+def test_import_of_a_bad_file_changes_nothing(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    with PatternLibrary(src) as lib:
+        for i in range(3):
+            lib.record_occurrence(lib.add_pattern(_vec(i), "f/d8", 1.0), "s", i, i + 1.0, 0.5)
+        lib.export_json(tmp_path / "good.jsonl")
+    lines = (tmp_path / "good.jsonl").read_text().splitlines()
+    record = json.loads(lines[3])
+    record["feature"] = "other/d8"  # the third pattern does not fit the library
+    (tmp_path / "bad.jsonl").write_text("\n".join([*lines[:3], json.dumps(record)]) + "\n")
+    with PatternLibrary(dst) as lib:
+        lib.add_pattern(_vec(9), "f/d8", 1.0)
+        with pytest.raises(LibraryError, match="does not fit"):
+            lib.import_json(tmp_path / "bad.jsonl")
+        assert lib.count() == 1
+        assert lib.import_json(tmp_path / "good.jsonl") == 3 and lib.count() == 4
