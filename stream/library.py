@@ -417,7 +417,7 @@ class PatternLibrary(Closing):
         the embedding becomes the occurrence-weighted mean, and the old ids stay resolvable."""
         from ostinato.stream.library_ops import merge_patterns
 
-        with self._lock:
+        with self.group():  # one operation: all of it or, if it fails, none
             merge_patterns(self, into_id, from_ids)
 
     def delete(self, pattern_id: str) -> None:
