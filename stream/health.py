@@ -60,6 +60,9 @@ class HealthConfig:
         ewma_alpha: Smoothing of the detector's baseline (0..1, higher follows faster).
         mad_threshold: Deviations (in robust sigmas) that count as an anomaly.
         warmup: Observations before the detector may flag anything.
+        latency_min_delta_s: A latency rise smaller than this is never an anomaly however
+            steady the baseline was (one 20 ms audio frame; a 0.5 ms step taking 3 ms once is
+            scheduler noise, not degradation).
     """
 
     saturation_ratio: float = 0.9
@@ -72,6 +75,7 @@ class HealthConfig:
     ewma_alpha: float = 0.05
     mad_threshold: float = 8.0
     warmup: int = 30
+    latency_min_delta_s: float = 0.02
 
     def __post_init__(self) -> None:
         if not 0 < self.saturation_ratio <= 1:
@@ -82,6 +86,8 @@ class HealthConfig:
             raise ConfigError("expected 0 <= error_rate_degraded <= error_rate_failing <= 1")
         if not 0 < self.ewma_alpha <= 1 or self.mad_threshold <= 0 or self.warmup < 1 or self.error_window < 1:
             raise ConfigError("expected 0 < ewma_alpha <= 1, mad_threshold > 0, warmup >= 1, error_window >= 1")
+        if self.latency_min_delta_s < 0:
+            raise ConfigError(f"latency_min_delta_s={self.latency_min_delta_s}; expected >= 0")
 
 
 class AnomalyDetector:
@@ -182,7 +188,7 @@ class HealthMonitor:
             c = self.config
             st = _Stage(
                 outcomes=collections.deque(maxlen=c.error_window),
-                latency=AnomalyDetector(c.ewma_alpha, c.mad_threshold, c.warmup, min_delta=0.001),
+                latency=AnomalyDetector(c.ewma_alpha, c.mad_threshold, c.warmup, min_delta=c.latency_min_delta_s),
                 error_rate=AnomalyDetector(c.ewma_alpha, c.mad_threshold, c.warmup, min_delta=0.1),
             )
             self._stages[name] = st

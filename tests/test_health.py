@@ -62,6 +62,8 @@ def test_error_rate_and_latency_anomaly_hold() -> None:
         h.observe_outcome("sink", True)
         h.observe_latency("sink", 0.002)
     assert h.stage("sink").state is HealthState.OK
+    h.observe_latency("sink", 0.015)  # 7x its baseline, but 13 ms: scheduler noise, not degradation
+    assert h.stage("sink").state is HealthState.OK
     h.observe_latency("sink", 0.5)
     health = h.stage("sink")
     assert health.state is HealthState.DEGRADED and "latency anomaly" in health.reasons[0]
