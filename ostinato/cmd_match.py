@@ -30,13 +30,15 @@ def _stage_config(args: argparse.Namespace) -> Any:
         overrides["novelty_threshold"] = args.novelty
     if args.min_evidence is not None:
         from ostinato.stream.errors import ConfigError
+        from ostinato.stream.matcher_config import evidence_overrides
 
         if args.features != "logmel":
             raise ConfigError(f"--min-evidence applies to --features logmel, not {args.features!r}",
                               hint="drop --min-evidence (model features have no second-stage verification)")
-        if not 0.0 < args.min_evidence <= 10.0:
-            raise ConfigError(f"--min-evidence {args.min_evidence}; expected 0 < E <= 10 (default 0.6)")
-        overrides["verify_min_evidence"] = overrides["verify_aligned_evidence"] = args.min_evidence
+        try:
+            overrides.update(evidence_overrides(args.min_evidence))
+        except ValueError as e:
+            raise ConfigError(f"--min-evidence {args.min_evidence}; {e}") from e
     matcher = MatcherConfig.for_features(args.features, **overrides)
     return MatcherStageConfig(features=args.features, matcher=matcher, events_path=args.events, library_path=args.library)
 

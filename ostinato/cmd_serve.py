@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ostinato.auth import load_token
     from ostinato.limits import ServiceLimits
     from ostinato.models import ModelConfig
-    from ostinato.server import is_loopback, serve
+    from ostinato.server import ServerConfig, is_loopback, serve
     from ostinato.stream.errors import ConfigError
 
     token = load_token(args.token_file) if args.token_file is not None else None
@@ -73,7 +73,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         limits = dataclasses.replace(ServiceLimits(), max_streams=args.max_streams, idle_timeout_s=args.idle_timeout_s,
                                      resume_grace_s=args.resume_grace_s)
-        config = _server_config(args, token, limits)
+        config = ServerConfig(
+            host=args.host, port=args.port, token=token, library_path=args.library, limits=limits,
+            allowed_origins=frozenset(args.allow_origin), cors_origins=frozenset(args.cors_origin),
+            media_dir=args.media_dir, match_buffer_s=args.match_buffer_s, match_min_evidence=args.match_min_evidence,
+            describe_model=args.describe_model, describe_prompt=args.describe_prompt, describe_ring_s=args.describe_ring_s,
+        )
     except ValueError as e:
         raise ConfigError(str(e), hint="fix the option; `ostinato serve --help` lists the allowed values") from e
 
@@ -84,17 +89,6 @@ def run(args: argparse.Namespace) -> int:
     code = serve(config, [model], ready=ready)
     print("ostinato stopped (streams drained" + (", library flushed)" if args.library else ")"), flush=True)
     return code
-
-
-def _server_config(args: argparse.Namespace, token: str | None, limits: Any) -> Any:
-    from ostinato.server import ServerConfig
-
-    return ServerConfig(
-        host=args.host, port=args.port, token=token, library_path=args.library, limits=limits,
-        allowed_origins=frozenset(args.allow_origin), cors_origins=frozenset(args.cors_origin),
-        media_dir=args.media_dir, match_buffer_s=args.match_buffer_s, match_min_evidence=args.match_min_evidence,
-        describe_model=args.describe_model, describe_prompt=args.describe_prompt, describe_ring_s=args.describe_ring_s,
-    )
 
 
 def _model_settings(profile: Profile) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from ostinato.limits import ServiceLimits
 from ostinato.models import ModelConfig
 from ostinato.stream.errors import ErrorClass, StreamError, classify_error
 from ostinato.stream.health import HealthMonitor
+from ostinato.stream.matcher_config import evidence_overrides
 from ostinato.stream.metrics import StreamMetrics
 
 __all__ = [
@@ -103,8 +104,11 @@ class ServerConfig:
             raise ValueError(f"max_models={self.max_models}; expected >= 1")
         if not 10.0 <= self.match_buffer_s <= 24 * 3600:
             raise ValueError(f"match_buffer_s={self.match_buffer_s}; expected 10 .. 86400 s")
-        if self.match_min_evidence is not None and not 0.0 < self.match_min_evidence <= 10.0:
-            raise ValueError(f"match_min_evidence={self.match_min_evidence}; expected None or 0 < E <= 10")
+        if self.match_min_evidence is not None:
+            try:
+                evidence_overrides(self.match_min_evidence)
+            except ValueError as e:
+                raise ValueError(f"match_min_evidence={self.match_min_evidence}; {e}, or None") from e
 
 
 def is_loopback(host: str) -> bool:

@@ -278,7 +278,7 @@ class StreamHub:
         the service's pattern library.
         """
         from ostinato.stream.matcher_stage import MatcherSession, MatcherStageConfig
-        from ostinato.stream.matcher_config import MatcherConfig
+        from ostinato.stream.matcher_config import MatcherConfig, evidence_overrides
 
         features = "logmel"
         if match_features == "model" and engine is not None:
@@ -289,7 +289,7 @@ class StreamHub:
             service = self.service.config
             overrides: dict[str, Any] = {"buffer_s": service.match_buffer_s}
             if features == "logmel" and service.match_min_evidence is not None:
-                overrides["verify_min_evidence"] = overrides["verify_aligned_evidence"] = service.match_min_evidence
+                overrides.update(evidence_overrides(service.match_min_evidence))
             config = MatcherConfig.for_features(features, **overrides)
             session = MatcherSession(MatcherStageConfig(features=features, matcher=config))
             session.library = self.service.library  # shared; the service flushes and closes it

@@ -9,7 +9,7 @@ import numpy.typing as npt
 
 from ostinato.stream.frame_norm import ActivityGate, BandFloor, FrameNormalizer
 
-__all__ = ["FeatureBlock", "MatcherConfig", "MatcherStats"]
+__all__ = ["FeatureBlock", "MatcherConfig", "MatcherStats", "evidence_overrides"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -281,6 +281,19 @@ class MatcherConfig:
     def frames(self, seconds: float) -> int:
         """Whole number of frames in ``seconds`` (at least 1)."""
         return max(1, int(round(seconds * self.frame_rate_hz)))
+
+
+def evidence_overrides(min_evidence: float) -> dict[str, float]:
+    """The :meth:`MatcherConfig.for_features` overrides of a log-mel operating point
+    (``--min-evidence``, ``docs/matcher.md`` *Operating points*): the pair evidence both plain
+    and aligned pairs need.
+
+    Raises:
+        ValueError: ``min_evidence`` outside (0, 10] (the message leaves out the value).
+    """
+    if not 0.0 < min_evidence <= 10.0:
+        raise ValueError("expected 0 < E <= 10 (default 0.6)")
+    return {"verify_min_evidence": min_evidence, "verify_aligned_evidence": min_evidence}
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
