@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from matcher_baselines import SelfSimilarity, Stumpi  # noqa: E402
 from matcher_scoring import Detection, Score, score_stream  # noqa: E402
-from matcher_streams import CONDITIONS, Stream, make_control_stream, make_stream  # noqa: E402
+from matcher_streams import CONDITIONS, CORE_CONDITIONS, Stream, make_control_stream, make_stream  # noqa: E402
 
 from ostinato.runtime.logmel import LogMel  # noqa: E402
 from ostinato.stream.events import MatchEvent  # noqa: E402
@@ -337,7 +337,7 @@ def from_jsonl(paths: list[Path]) -> tuple[dict[tuple[str, str], Score], list[di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="short streams, 1 seed, small cost/library runs")
-    ap.add_argument("--conditions", default=",".join(CONDITIONS))
+    ap.add_argument("--conditions", default=",".join(CORE_CONDITIONS), help=f"comma list of {', '.join(CONDITIONS)}")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--control-seeds", type=int, default=None, help="control streams (default: --seeds)")
     ap.add_argument("--seed-base", type=int, default=TEST_SEED, help="first seed of the reported streams (not a tuning seed)")

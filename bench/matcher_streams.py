@@ -5,7 +5,9 @@ voices and speeds, random harmonic note runs) over a background bed (steady nois
 non-repeating music-like bed), into which *patterns* (spoken phrases, synthetic jingles) are
 placed several times. The first occurrence of a pattern is unaltered; the repeats are
 altered per condition: gain, tempo (sox ``tempo``, pitch kept) and additive noise at a given
-SNR relative to the repeat. Control streams hold no repeat at all: fillers, hard negatives
+SNR relative to the repeat; the broadcast conditions add, on top of gain and tempo, a different
+music bed 3 dB under the repeat (``music3``), a telephone channel (300-3400 Hz, 8 kHz GSM 06.10
+through sox: ``phone``) or a low-rate lossy codec (MP3, MPEG-2 layer III at 32 kbit/s through libsndfile: ``mp3``). Control streams hold no repeat at all: fillers, hard negatives
 (phrases and jingles that resemble the patterns but differ), digital silence, zero padding,
 DC, mains hum and a periodic music loop (a loop is not a pattern by the matcher's policy).
 Everything derives from one integer seed.
@@ -24,7 +26,7 @@ import numpy.typing as npt
 import soundfile as sf
 import soxr
 
-__all__ = ["CONDITIONS", "Condition", "Occurrence", "Stream", "make_control_stream", "make_stream"]
+__all__ = ["BROADCAST_CONDITIONS", "CONDITIONS", "CORE_CONDITIONS", "Condition", "Occurrence", "Stream", "make_control_stream", "make_stream"]
 
 SAMPLE_RATE = 16000
 VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb-x-rp+m3", "en-029", "en-gb-scotland+f2")
@@ -49,6 +51,7 @@ class Condition:
     snr_db: float | None = None
     gain_db: tuple[float, float] = (0.0, 0.0)
     tempo: tuple[float, float] = (1.0, 1.0)
+    channel: str = ""  # "", "music" (bed at snr_db under the repeat), "phone" or "mp3"
 
 
 CONDITIONS = {
@@ -60,8 +63,15 @@ CONDITIONS = {
         Condition("snr20", 20.0, (-12.0, 6.0), (0.95, 1.05)),
         Condition("snr10", 10.0, (-12.0, 6.0), (0.95, 1.05)),
         Condition("snr5", 5.0, (-12.0, 6.0), (0.95, 1.05)),
+        Condition("music3", 3.0, (-12.0, 6.0), (0.95, 1.05), "music"),
+        Condition("phone", None, (-12.0, 6.0), (0.95, 1.05), "phone"),
+        Condition("mp3", None, (-12.0, 6.0), (0.95, 1.05), "mp3"),
     )
 }
+#: The conditions a plain ``matcher_eval.py`` run reports (the seeds of earlier runs follow this order).
+CORE_CONDITIONS = ("clean", "gain", "tempo", "snr20", "snr10", "snr5")
+#: Broadcast channels: ``matcher_eval.py --conditions music3,phone,mp3``.
+BROADCAST_CONDITIONS = ("music3", "phone", "mp3")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,6 +124,28 @@ class _Synth:
             subprocess.run(["sox", "-V1", str(src), str(dst), "tempo", "-s" if speech else "-m", f"{factor:.4f}"], check=True)
             out, _ = sf.read(str(dst), dtype="float32")
         return np.asarray(out, dtype=np.float32)
+
+    def channel(self, audio: npt.NDArray[np.float32], kind: str) -> npt.NDArray[np.float32]:
+        """``audio`` through a telephone line (``phone``) or a low-rate MP3 (``mp3``), same length."""
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "in.wav"
+            sf.write(str(src), np.clip(audio, -1, 1), SAMPLE_RATE, subtype="FLOAT")
+            if kind == "phone":  # band-limit, 8 kHz, GSM full-rate codec (13 kbit/s), and back
+                coded = Path(tmp) / "line.gsm"
+                subprocess.run(["sox", "-V1", str(src), "-r", "8000", "-c", "1", str(coded), "sinc", "300-3400"], check=True)
+                decoded = Path(tmp) / "out.wav"
+                subprocess.run(["sox", "-V1", str(coded), "-e", "floating-point", str(decoded)], check=True)
+                out, rate = sf.read(str(decoded), dtype="float32")
+            elif kind == "mp3":
+                coded = Path(tmp) / "out.mp3"
+                sf.write(str(coded), np.clip(audio, -1, 1), SAMPLE_RATE, format="MP3", subtype="MPEG_LAYER_III",
+                         bitrate_mode="CONSTANT")  # libsndfile default: 32 kbit/s at 16 kHz mono
+                out, rate = sf.read(str(coded), dtype="float32")
+            else:
+                raise ValueError(f"unknown channel {kind!r}")
+        out = soxr.resample(np.asarray(out, dtype=np.float32), rate, SAMPLE_RATE).astype(np.float32)
+        out = out[: audio.size] if out.size >= audio.size else np.pad(out, (0, audio.size - out.size))
+        return out
 
 
 def _trim(audio: npt.NDArray[np.float32], threshold: float = 1e-3) -> npt.NDArray[np.float32]:
@@ -261,6 +293,8 @@ def make_stream(seed: int, condition: Condition, duration_s: float, cache: Path,
         if k > 0:
             audio = synth.tempo(audio, float(rng.uniform(*condition.tempo)), speech)
             audio = audio * 10 ** (rng.uniform(*condition.gain_db) / 20)
+            if condition.channel in ("phone", "mp3"):
+                audio = synth.channel(audio, condition.channel)
         start, end = b.add(audio.astype(np.float32), f"{name}#{k}")
         occurrences.append(Occurrence(name, k, start, end))
         if k > 0 and condition.snr_db is not None:
@@ -268,9 +302,13 @@ def make_stream(seed: int, condition: Condition, duration_s: float, cache: Path,
         b.pause()
     b.filler(gap_s)
     out = b.audio()
-    for s0, s1, noise_rms in noise_spans:  # noise from 1 s before to 1 s after, faded in/out
+    for s0, s1, noise_rms in noise_spans:  # noise (or music) from 1 s before to 1 s after, faded in/out
         a0, a1 = max(0, s0 - SAMPLE_RATE), min(out.size, s1 + SAMPLE_RATE)
-        noise = rng.standard_normal(a1 - a0).astype(np.float32) * noise_rms
+        if condition.channel == "music":  # a different music bed, snr_db under the repeat
+            bed = _music_bed(rng, (a1 - a0) / SAMPLE_RATE + 1.0)[: a1 - a0]
+            noise = (bed * (noise_rms / max(_rms(bed), 1e-9))).astype(np.float32)
+        else:
+            noise = rng.standard_normal(a1 - a0).astype(np.float32) * noise_rms
         fade = np.minimum(1.0, np.minimum(np.arange(a1 - a0), np.arange(a1 - a0)[::-1]) / 800.0)
         out[a0:a1] += noise * fade.astype(np.float32)
     out = _add_bed(out, rng, "music" if seed % 2 else "noise", b.level / 10 ** (25 / 20))
