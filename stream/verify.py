@@ -7,7 +7,12 @@ two occurrences once more, on the raw log-mel frames of just this pair:
 1. **symmetric noise flooring**: both occurrences are raised to a common per-band floor, the
    larger of the two occurrences' own per-band minimum + a margin. A band that noise buries in
    one occurrence becomes the same constant in both and drops out, instead of comparing the
-   clean band of one with the noise of the other;
+   clean band of one with the noise of the other. A run of bands at the low or high edge of
+   the spectrum that one occurrence never lifts above that floor (its 90 % quantile stays
+   under it) while the other does is a band the channel removed — a telephone line, a
+   low-rate codec — and the pair is compared on the bands they have in common (with the
+   cepstral resolution per band kept). A band missing in the middle of the spectrum, or
+   missing in both, still counts;
 2. cepstrum (DCT coefficients ``1 … coefficients-1``) and mean and variance normalisation per
    occurrence over the pair (the voice's timbre, channel and noise spectrum go);
 3. the *contrast*: mean cosine of aligned frames minus the median over lag offsets (the
@@ -56,6 +61,8 @@ _MISMATCH_COEFFICIENTS = 20  # cepstral coefficients 1-19 (the spectral envelope
 _MISMATCH_COSINE = 0.3  # a loud frame whose best cosine (lag ±1) is below this mismatches
 _MISMATCH_EDGE = 8  # frames left out at each end of the pair (boundaries are approximate)
 _ALIGNED_MISMATCH = 0.02  # loud mismatches tolerated in an aligned pair
+_ALIVE_QUANTILE = 0.9  # a band is alive in an occurrence when this quantile of it clears the floor
+_MIN_COMMON_BANDS = 8  # fewer bands in common: compare all of them
 
 
 def _dct(input_dim: int, coefficients: int) -> npt.NDArray[np.float32]:
@@ -74,11 +81,29 @@ def _cmvn(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return out
 
 
+def _edge_runs(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """The runs of ``mask`` that touch the lowest or the highest band."""
+    out = np.zeros_like(mask)
+    n = mask.size
+    low = n if mask.all() else int(np.argmin(mask))
+    high = n if mask.all() else int(np.argmin(mask[::-1]))
+    out[:low] = True
+    out[n - high :] = True
+    return out
+
+
+def _scaled(coefficients: int, common: npt.NDArray[np.bool_]) -> int:
+    """Cepstral coefficients for the ``common`` bands: the same resolution per band."""
+    return max(2, round(coefficients * int(common.sum()) / common.size))
+
+
 def _held_pair(
     raw: FrameRing, ts: npt.NDArray[np.int64], lags: npt.NDArray[np.int64], margin_db: float
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.float32]] | None:
-    """The two occurrences' frames held and active in both, the mask that chose them, and their
-    shared per-band noise floor (+ ``margin_db``); ``None`` when fewer than 8 such frames."""
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.bool_], npt.NDArray[np.float32], npt.NDArray[np.bool_]] | None:
+    """The two occurrences' frames held and active in both, the mask that chose them, their
+    shared per-band noise floor (+ ``margin_db``) and the bands they are compared on (all but
+    a band missing at the spectrum's edge in one of them, module docstring step 1); ``None``
+    when fewer than 8 such frames."""
     x, ok_x = raw.take(ts)
     y, ok_y = raw.take(ts - lags)
     ok = ok_x & ok_y
@@ -86,7 +111,13 @@ def _held_pair(
         return None
     x, y = x[ok], y[ok]
     floor: npt.NDArray[np.float32] = np.maximum(x.min(axis=0), y.min(axis=0)) + np.float32(margin_db)
-    return x, y, ok, floor
+    # Bands at the edge of the spectrum that one occurrence never lifts above the floor while
+    # the other does: a telephone line's or a codec's missing band. Compared on the rest.
+    quiet_x = np.quantile(x, _ALIVE_QUANTILE, axis=0) <= floor
+    quiet_y = np.quantile(y, _ALIVE_QUANTILE, axis=0) <= floor
+    missing = _edge_runs(quiet_x & ~quiet_y) | _edge_runs(quiet_y & ~quiet_x)
+    common: npt.NDArray[np.bool_] = ~missing if (~missing).sum() >= _MIN_COMMON_BANDS else np.ones_like(missing)
+    return x, y, ok, floor, common
 
 
 def pair_evidence(
@@ -104,7 +135,9 @@ def pair_evidence(
     pair = _held_pair(raw, ts, lags, margin_db)
     if pair is None:
         return float("nan")
-    x, y, ok, floor = pair
+    x, y, ok, floor, common = pair
+    x, y, floor = x[:, common], y[:, common], floor[common]
+    coefficients = _scaled(coefficients, common)
     dct = _dct(x.shape[1], coefficients)
     fx = _cmvn(np.maximum(x, floor) @ dct)
     fy = _cmvn(np.maximum(y, floor) @ dct)
@@ -116,7 +149,7 @@ def pair_evidence(
         z, ok_z = raw.take(t_ok - l_ok - off)
         if ok_z.sum() < max(8, ok_z.size // 2):
             continue
-        fz = _cmvn(np.maximum(z[ok_z], floor) @ dct)
+        fz = _cmvn(np.maximum(z[ok_z][:, common], floor) @ dct)
         means.append(float(np.einsum("ij,ij->i", fx[ok_z], fz).mean()))
     if not means:
         return float("nan")
@@ -139,15 +172,16 @@ def loud_mismatch(
     pair = _held_pair(raw, ts, lags, margin_db)
     if pair is None:
         return float("nan")
-    x, y, ok, floor = pair
-    dct = _dct(x.shape[1], _MISMATCH_COEFFICIENTS)
+    x, y, ok, floor, common = pair
+    x, y, floor = x[:, common], y[:, common], floor[common]
+    dct = _dct(x.shape[1], _scaled(_MISMATCH_COEFFICIENTS, common))
     fx = _cmvn(np.maximum(x, floor) @ dct)
     cy = np.maximum(y, floor) @ dct
     mean, dev = cy.mean(axis=0), cy.std(axis=0) + np.float32(0.5)
     best = np.full(fx.shape[0], -2.0, np.float32)
     for shift in (-1, 0, 1):
         z, _ = raw.take(ts[ok] - lags[ok] - shift)
-        best = np.maximum(best, np.einsum("ij,ij->i", fx, _unit(np.maximum(z, floor) @ dct, mean, dev)))
+        best = np.maximum(best, np.einsum("ij,ij->i", fx, _unit(np.maximum(z[:, common], floor) @ dct, mean, dev)))
     level = np.minimum(np.maximum(x - floor, 0).mean(axis=1), np.maximum(y - floor, 0).mean(axis=1))
     n, e = best.size, _MISMATCH_EDGE
     inner = slice(e, n - e) if n > 2 * e + 5 else slice(0, n)
