@@ -2,8 +2,9 @@
 
 Streams come from ``matcher_streams.py`` (espeak-ng phrases in several voices/speeds,
 synthetic jingles, non-repeating filler over noise or music-like beds; repeats altered by
-gain, tempo (sox) and noise; control streams with hard negatives, silence, DC, hum and a
-loop). Each stream is pushed through the real streaming path in 0.1 s blocks: log-mel (or
+gain, tempo (sox) and noise, or — the broadcast conditions, ``--conditions music3,phone,mp3``
+— a music bed 3 dB under them, a GSM telephone line or 32 kbit/s MP3; control streams with
+hard negatives, silence, DC, hum and a loop). Each stream is pushed through the real streaming path in 0.1 s blocks: log-mel (or
 Wav2Vec2 frames) → :class:`PatternMatcher` → events, then scored (``matcher_scoring.py``).
 Baselines run on the same frames: exhaustive self-similarity on log-mel and STUMPY
 ``stumpi``; their thresholds are picked on separate calibration seeds. Also measured:
