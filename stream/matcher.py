@@ -79,6 +79,7 @@ class PatternMatcher:
         c = self.config
         self._gate = c.activity_gate()
         self._tracks: list[DiagonalTrack] = []
+        self._held: list[tuple[int, DiagonalTrack]] = []  # (release frame, back-to-back track)
         self._occurrences: list[tuple[int, int, str]] = []  # (start, end, pattern_id) sorted by start
         self._emitted: collections.deque[tuple[int, int, int]] = collections.deque(maxlen=256)  # (start, end, lag at end)
         self._loop_slack = c.frames(0.5)  # tolerance of where a loop began (within_loop)
@@ -402,9 +403,10 @@ class PatternMatcher:
         assert self._ring is not None
         self._periodic.update(self._tracks)
         done = [t for t in self._tracks if t.ended or force]
+        self._tracks = [t for t in self._tracks if not (t.ended or force)]
+        done = self._hold_back_to_back(done, force)
         if not done:
             return []
-        self._tracks = [t for t in self._tracks if not (t.ended or force)]
         c = self.config
         shortest = c.min_pattern_s if c.short_noisy_pattern_s is None else c.short_noisy_pattern_s
         min_frames = c.frames(shortest)
@@ -422,6 +424,28 @@ class PatternMatcher:
                 events += self._emit(track, score)
         self._prune()
         return events
+
+    def _hold_back_to_back(self, done: list[DiagonalTrack], force: bool) -> list[DiagonalTrack]:
+        """The finished tracks to judge now. A *back-to-back* repeat (its two occurrences touch:
+        it is at least as long as its lag, less the lag tolerance) is held until one more lag
+        has played: a third repetition makes it a piece of a loop (``docs/matcher.md``,
+        *Music's own repetition*), which it cannot know when it ends. Without the hold, a loop
+        track that broke off before ``periodic_ratio`` lags was reported just before a second
+        track at the same lag turned periodic. A phrase said twice in a row is reported one lag
+        later. At most ``max_tracks`` are held (the oldest is released early)."""
+        assert self._ring is not None
+        now, tol = self._ring.end, self._lag_tol
+        for track in done:
+            if not force and track.last_hit - track.start + 1 >= track.lag - tol:
+                self._held.append((track.last_hit + track.lag + self._params.patience_frames, track))
+            else:
+                self._held.append((now, track))  # judged now, in the order they finished
+        self._held.sort(key=lambda held: held[0])
+        due = [track for release, track in self._held if release <= now or force]
+        held = [(release, track) for release, track in self._held if not (release <= now or force)]
+        excess = max(0, len(held) - self.config.max_tracks)
+        self._held = held[excess:]
+        return due + [track for _, track in held[:excess]]
 
     def _score(self, track: DiagonalTrack) -> float:
         assert self._ring is not None

@@ -297,6 +297,24 @@ def test_periodic_loop_is_not_reported() -> None:
     assert _matches(_run(audio)) == []
 
 
+def test_back_to_back_repeat_is_held_one_lag_and_three_in_a_row_are_a_loop() -> None:
+    # Music policy (docs/matcher.md): a sound said twice in a row is a repeat, three or more
+    # times back-to-back a loop. Whether a third repetition follows is known one lag after the
+    # second ends, so a back-to-back repeat is reported then (before, at once: and a loop
+    # track that broke off early was reported just before its twin turned periodic).
+    for clip in (_jingle(21, 1.6), _speak("silver morning market station")):
+        lag = clip.size / SR
+        twice = np.concatenate([_filler(6.0, 3), clip, clip, _filler(6.0, 4)])
+        events = _matches(_run(twice))
+        assert len(events) == 1, events
+        e = events[0]
+        assert abs(e.first_start_s - 6.0) <= 0.15 and abs(e.start_s - (6.0 + lag)) <= 0.15, e
+        assert e.detected_at_s >= e.end_s + lag - 0.1, e  # held one lag
+        assert e.detected_at_s <= 6.0 + 2 * lag + lag + 1.0, e
+        thrice = np.concatenate([_filler(6.0, 3), clip, clip, clip, _filler(6.0, 4)])
+        assert _matches(_run(thrice)) == []
+
+
 def test_loop_heard_again_after_other_material_is_a_pattern() -> None:
     # Music's own bar-level repetition is not reported, but the whole loop (a jingle with
     # repeated bars) heard again after other material is (docs/matcher.md).
