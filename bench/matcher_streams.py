@@ -7,9 +7,10 @@ placed several times. The first occurrence of a pattern is unaltered; the repeat
 altered per condition: gain, tempo (sox ``tempo``, pitch kept) and additive noise at a given
 SNR relative to the repeat; the broadcast conditions add, on top of gain and tempo, a different
 music bed 3 dB under the repeat (``music3``), a telephone channel (300-3400 Hz, 8 kHz GSM 06.10
-through sox: ``phone``) or a low-rate lossy codec (MP3, MPEG-2 layer III at 32 kbit/s through libsndfile: ``mp3``). Control streams hold no repeat at all: fillers, hard negatives
-(phrases and jingles that resemble the patterns but differ), digital silence, zero padding,
-DC, mains hum and a periodic music loop (a loop is not a pattern by the matcher's policy).
+through sox: ``phone``) or a low-rate lossy codec (MP3, MPEG-2 layer III at 32 kbit/s through
+libsndfile: ``mp3``). Control streams hold no repeat at all: fillers, hard negatives (phrases
+and jingles that resemble the patterns but differ), digital silence, zero padding, DC, mains
+hum and a periodic music loop (a loop is not a pattern by the matcher's policy).
 Everything derives from one integer seed.
 """
 
