@@ -434,18 +434,20 @@ class PatternMatcher:
         track at the same lag turned periodic. A phrase said twice in a row is reported one lag
         later. At most ``max_tracks`` are held (the oldest is released early)."""
         assert self._ring is not None
-        now, tol = self._ring.end, self._lag_tol
+        now = self._ring.end
+        judge_now = []
         for track in done:
-            if not force and track.last_hit - track.start + 1 >= track.lag - tol:
+            if not force and track.length_frames >= track.lag - self._lag_tol:
                 self._held.append((track.last_hit + track.lag + self._params.patience_frames, track))
             else:
-                self._held.append((now, track))  # judged now, in the order they finished
+                judge_now.append(track)
         self._held.sort(key=lambda held: held[0])
-        due = [track for release, track in self._held if release <= now or force]
-        held = [(release, track) for release, track in self._held if not (release <= now or force)]
-        excess = max(0, len(held) - self.config.max_tracks)
-        self._held = held[excess:]
-        return due + [track for _, track in held[:excess]]
+        ready = sum(release <= now for release, _ in self._held)  # a prefix: sorted by release
+        later = self._held[ready:]
+        early = len(later) if force else max(0, len(later) - self.config.max_tracks)
+        due = [track for _, track in self._held[:ready]] + judge_now + [track for _, track in later[:early]]
+        self._held = later[early:]
+        return due
 
     def _score(self, track: DiagonalTrack) -> float:
         assert self._ring is not None
