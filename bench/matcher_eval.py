@@ -4,12 +4,12 @@ Streams come from ``matcher_streams.py`` (espeak-ng phrases in several voices/sp
 synthetic jingles, non-repeating filler over noise or music-like beds; repeats altered by
 gain, tempo (sox) and noise, or — the broadcast conditions, ``--conditions music3,phone,mp3``
 — a music bed 3 dB under them, a GSM telephone line or 32 kbit/s MP3; control streams with
-hard negatives, silence, DC, hum and a loop). Each stream is pushed through the real streaming path in 0.1 s blocks: log-mel (or
-Wav2Vec2 frames) → :class:`PatternMatcher` → events, then scored (``matcher_scoring.py``).
-Baselines run on the same frames: exhaustive self-similarity on log-mel and STUMPY
-``stumpi``; their thresholds are picked on separate calibration seeds. Also measured:
-matcher CPU per audio second vs buffer length and library query-by-example latency at
-100k patterns. Prints JSON lines and markdown tables; writes plots to ``--plots``.
+hard negatives, silence, DC, hum and a loop). Each stream is pushed through the real
+streaming path in 0.1 s blocks: log-mel (or Wav2Vec2 frames) → :class:`PatternMatcher` →
+events, then scored (``matcher_scoring.py``). Baselines run on the same frames: exhaustive
+self-similarity on log-mel and STUMPY ``stumpi``; their thresholds are picked on separate
+calibration seeds. Also measured: matcher CPU per audio second vs buffer length and library
+query-by-example latency at 100k patterns. Prints JSON lines and markdown tables; writes plots to ``--plots``.
 
     OPENBLAS_NUM_THREADS=1 nice python bench/matcher_eval.py --quick
     OPENBLAS_NUM_THREADS=1 nice python bench/matcher_eval.py --model ~/.cache/ostinato/models/random-base-int8
@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from matcher_baselines import SelfSimilarity, Stumpi  # noqa: E402
 from matcher_scoring import Detection, Score, score_stream  # noqa: E402
-from matcher_streams import CONDITIONS, CORE_CONDITIONS, Stream, make_control_stream, make_stream  # noqa: E402
+from matcher_streams import BROADCAST_CONDITIONS, CONDITIONS, CORE_CONDITIONS, Stream, make_control_stream, make_stream  # noqa: E402
 
 from ostinato.runtime.logmel import LogMel  # noqa: E402
 from ostinato.stream.events import MatchEvent  # noqa: E402
@@ -338,7 +338,8 @@ def from_jsonl(paths: list[Path]) -> tuple[dict[tuple[str, str], Score], list[di
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="short streams, 1 seed, small cost/library runs")
-    ap.add_argument("--conditions", default=",".join(CORE_CONDITIONS), help=f"comma list of {', '.join(CONDITIONS)}")
+    ap.add_argument("--conditions", default=",".join(CORE_CONDITIONS),
+                    help=f"comma list of {', '.join(CONDITIONS)} (broadcast channels: {','.join(BROADCAST_CONDITIONS)})")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--control-seeds", type=int, default=None, help="control streams (default: --seeds)")
     ap.add_argument("--seed-base", type=int, default=TEST_SEED, help="first seed of the reported streams (not a tuning seed)")
